@@ -1,0 +1,209 @@
+"""Connecting a call: hand-off to the runtime and transfers to destinations.
+
+Three SIP verbs move a call on, for the runtime (`router.runtime.mode`) and
+for transfer destinations (`transferPlan.sipVerb`) alike:
+- `bridge` / `dial`: a new INVITE to the target; the caller is answered when
+  the target answers, media is relayed, and both legs end together;
+- `refer`: answer, then a blind transfer with REFER; a REFER that fails
+  falls back to `dial`;
+- `redirect`: 302 with the target as Contact, before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+from urllib.parse import quote
+
+from router.calls.record import CallRecord, CallState
+from router.config import NumberDestination, SipDestination, SipTrunkCredential
+from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
+from router.routing import ended_reasons
+from router.routing.decision import Route
+from router.sip.engine import CallGone, DialFailed, LegEnded, NoCallSlot, SipEngine
+
+# How long the runtime or a dialled destination may take to answer. The
+# caller has heard 180 Ringing, so the carrier's Timer C (3 minutes,
+# RFC 3261 section 16.6) is far away.
+ANSWER_TIMEOUT_SECONDS = 15.0
+# How long a REFER may take to reach a final NOTIFY.
+REFER_TIMEOUT_SECONDS = 10.0
+
+# endedReason of a call that left the router by REFER or 302 to the runtime:
+# from then on the runtime, not the router, sees how the call ends.
+HANDED_OFF = "call.handoff.transferred-to-runtime"
+
+
+class Connector:
+    """Moves a call to the runtime or a destination by one SIP verb."""
+
+    def __init__(self, engine: SipEngine) -> None:
+        self._engine = engine
+
+    async def hand_off(self, call: CallRecord, runtime: Any, route: Route) -> str:
+        """Hand the call to the runtime; return the call's endedReason."""
+        headers = _runtime_headers(call, route)
+        if runtime.mode == "redirect":
+            await self._redirect(call, _uri_with_headers(runtime.uri, headers))
+            return HANDED_OFF
+        if runtime.mode == "refer":
+            refer_to = _uri_with_headers(runtime.uri, headers)
+            if await self._refer(call, refer_to, []):
+                return HANDED_OFF
+        ended = await self._bridge(call, runtime.uri, headers)
+        if ended.hung_up_locally:
+            return ended_reasons.ASSISTANT_ENDED_CALL
+        return ended_reasons.CUSTOMER_ENDED_CALL
+
+    async def transfer(self, call: CallRecord, destination: Any) -> None:
+        """Transfer the call to a fallback or server-given destination.
+
+        Raises TransferFailed, carrying the call's own endedReason, when
+        the destination cannot be reached by any verb.
+        """
+        target, headers = destination_target(destination, call.trunk)
+        verb = destination.transfer_plan.sip_verb
+        try:
+            if verb == "redirect" and not call.answered:
+                await self._redirect(call, target)
+                return
+            if verb in ("refer", "redirect") and await self._refer(
+                call, f"<{target}>", headers
+            ):
+                return
+            await self._bridge(call, target, headers)
+        except (RuntimeRejected, RuntimeUnreachable) as error:
+            failure = TransferFailed(f"transfer by {verb} failed: {error.detail}")
+            failure.ended_reason = call.ended_reason or failure.ended_reason
+            raise failure from error
+
+    async def _redirect(self, call: CallRecord, contact: str) -> None:
+        call.mark_decided()
+        call.sip_status = 302
+        await self._engine.redirect(call.invite.key, contact)
+
+    async def _refer(
+        self, call: CallRecord, refer_to: str, headers: list[tuple[str, str]]
+    ) -> bool:
+        """Answer and REFER; return False when the REFER failed."""
+        key = call.invite.key
+        await self._answer(call)
+        statuses = await self._engine.refer(key, refer_to, headers)
+        try:
+            async with asyncio.timeout(REFER_TIMEOUT_SECONDS):
+                while True:
+                    status = await statuses.get()
+                    if status.status_code >= 300:
+                        break
+                    if status.final:
+                        break
+        except TimeoutError:
+            call.log.warning("call.refer_timed_out")
+            return False
+        if not 200 <= status.status_code < 300:
+            call.log.warning("call.refer_failed", status=status.status_code)
+            return False
+        call.log.info("call.referred", status=status.status_code)
+        with contextlib.suppress(CallGone):
+            await self._engine.hangup(key)
+        return True
+
+    async def _bridge(
+        self, call: CallRecord, target: str, headers: list[tuple[str, str]]
+    ) -> LegEnded:
+        """Dial `target`, answer the caller when it answers, wait for the end."""
+        leg = await self._dial(call, target, headers)
+        await self._answer(call)
+        call.set_state(CallState.IN_PROGRESS)
+        call.log.info("call.bridged", leg_slot=leg.slot)
+        return await self._engine.ended(call.invite.key)
+
+    async def _dial(
+        self, call: CallRecord, target: str, headers: list[tuple[str, str]]
+    ) -> Any:
+        try:
+            leg = await self._engine.dial(target, headers, peer=call.invite.key)
+        except NoCallSlot as error:
+            raise RuntimeRejected(503, str(error)) from error
+        except DialFailed as error:
+            raise RuntimeRejected(error.status_code, str(error)) from error
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+                await self._engine.wait_answered(leg)
+        except CallGone:
+            ended = self._engine.ended(leg).result()
+            raise RuntimeRejected(ended.status_code) from None
+        except TimeoutError:
+            await self._hang_up_leg(leg)
+            raise RuntimeUnreachable(
+                f"no answer in {ANSWER_TIMEOUT_SECONDS:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            await self._hang_up_leg(leg)
+            raise
+        return leg
+
+    async def _hang_up_leg(self, leg: Any) -> None:
+        with contextlib.suppress(CallGone):
+            await asyncio.shield(self._engine.hangup(leg))
+
+    async def _answer(self, call: CallRecord) -> None:
+        if call.answered:
+            return
+        call.answered = True
+        call.mark_decided()
+        call.sip_status = 200
+        await self._engine.answer(call.invite.key)
+        call.answered_monotonic = time.monotonic()
+
+
+def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:
+    return [
+        ("X-Cozmox-Call-Id", call.id),
+        ("X-Cozmox-Phone-Number-Id", call.number.id if call.number else ""),
+        (route.header_name, route.header_value),
+    ]
+
+
+def _uri_with_headers(uri: str, headers: list[tuple[str, str]]) -> str:
+    """Append headers to a SIP URI (RFC 3261 section 19.1.1): `?a=1&b=2`."""
+    joined = "&".join(f"{name}={quote(value, safe='')}" for name, value in headers)
+    separator = "&" if "?" in uri else "?"
+    return f"{uri}{separator}{joined}" if joined else uri
+
+
+def destination_target(
+    destination: Any, trunk: SipTrunkCredential | None
+) -> tuple[str, list[tuple[str, str]]]:
+    """Return the SIP URI and extra headers that reach `destination`."""
+    if isinstance(destination, SipDestination):
+        headers = list((destination.sip_headers or {}).items())
+        return destination.sip_uri, headers
+    if isinstance(destination, NumberDestination):
+        return _number_target(destination, trunk)
+    raise TypeError(f"unknown destination type {type(destination).__name__}")
+
+
+def _number_target(
+    destination: NumberDestination, trunk: SipTrunkCredential | None
+) -> tuple[str, list[tuple[str, str]]]:
+    if trunk is None:
+        raise TransferFailed("a number destination needs the call's trunk")
+    gateways = [g for g in trunk.gateways if g.outbound_enabled]
+    if not gateways:
+        raise TransferFailed(f"trunk {trunk.id!r} has no outbound gateway")
+    gateway = gateways[0]
+    digits = destination.number.lstrip("+")
+    if trunk.outbound_leading_plus_enabled:
+        digits = "+" + digits
+    user = (trunk.tech_prefix or "") + digits
+    # NOTE: `extension` and `callerId` are not applied yet: the outbound
+    # leg uses the router's own From, and no DTMF is sent after answer.
+    parameters = ";transport=tcp" if gateway.outbound_protocol == "tcp" else ""
+    uri = f"sip:{user}@{gateway.ip}:{gateway.port}{parameters}"
+    headers = []
+    if trunk.sip_diversion_header:
+        headers.append(("Diversion", trunk.sip_diversion_header))
+    return uri, headers

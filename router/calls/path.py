@@ -1,0 +1,380 @@
+"""The inbound call path: one named step per function, read top to bottom.
+
+`CallPath.handle()` runs the steps for one INVITE:
+
+1. receive: count it, check the limits and the message size;
+2. identify the trunk by the source address;
+3. find the dialled number among the trunks' numbers;
+4. check the number's status;
+5. ring;
+7. take the static route, or
+8. ask the operator's server with an assistant-request;
+9. on a failure of 7 or 8: the fallback destination, else reject;
+10. end: one summary log event and the call's metrics.
+
+Step 6 (ringing hooks) and the webhooks of steps 5 and 10 are not built
+yet. The pure decisions come from `router.routing`; SIP actions go to the
+engine, which owns pjsua2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from router.calls.handoff import Connector
+from router.calls.record import CallRecord, CallState
+from router.config import Config, PhoneNumber
+from router.errors import (
+    CallFailed,
+    ConcurrencyLimitReached,
+    Draining,
+    MessageTooLarge,
+    NoRouteOrServer,
+    RouterError,
+    RouterFault,
+    final_response,
+    reason_header,
+)
+from router.logs import mask_number
+from router.metrics import Metrics
+from router.routing import ended_reasons
+from router.routing.decision import Route, check_status, static_route, webhook_server
+from router.routing.numbers import dialled_user
+from router.routing.replies import DestinationReply, ErrorReply, Reply
+from router.routing.table import RoutingTable
+from router.sip.engine import CallGone, SipEngine
+from router.sip.messages import InboundInvite, address_uri, display_name
+from router.webhooks.assistant_request import (
+    AssistantRequestClient,
+    AssistantRequestInput,
+)
+
+log = structlog.get_logger("router.calls")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The configuration in force and the tables built from it."""
+
+    config: Config
+    table: RoutingTable
+
+
+class CallPath:
+    """Runs the call path for every INVITE that the engine receives."""
+
+    def __init__(
+        self,
+        engine: SipEngine,
+        routing: Callable[[], Routing],
+        assistant_requests: AssistantRequestClient,
+        metrics: Metrics,
+    ) -> None:
+        self._engine = engine
+        self._routing = routing
+        self._assistant_requests = assistant_requests
+        self._metrics = metrics
+        self._connector = Connector(engine)
+        self._tasks: set[asyncio.Task] = set()
+        self.calls: dict[str, CallRecord] = {}
+        self.draining = False
+        self.on_ended: Callable[[CallRecord], None] = lambda call: None
+
+    @property
+    def active_calls(self) -> int:
+        """Return the number of calls between INVITE and their end."""
+        return len(self._tasks)
+
+    def on_invite(self, invite: InboundInvite) -> None:
+        """Start the call path for `invite`; called on the event loop."""
+        task = asyncio.create_task(self.handle(invite))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self, timeout_seconds: float) -> None:
+        """Wait until every call in progress has ended, at most a while."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
+
+    # ----- the path -------------------------------------------------------------
+
+    async def handle(self, invite: InboundInvite) -> None:
+        """Run every step for one INVITE and always end the call."""
+        routing = self._routing()
+        call = self._receive(invite, routing.config)
+        self._metrics.active_calls.inc()
+        try:
+            await self._route_until_caller_leaves(call, routing)
+        except RouterError as error:
+            await self._fail_well(call, error)
+        except Exception as error:  # noqa: BLE001 - a bug must not drop the call
+            call.log.exception("call.router_fault")
+            await self._fail_well(call, RouterFault(type(error).__name__))
+        finally:
+            self._metrics.active_calls.dec()
+            self._end(call)
+
+    async def _route_until_caller_leaves(
+        self, call: CallRecord, routing: Routing
+    ) -> None:
+        """Run steps 1 to 9; a caller who hangs up first cancels them."""
+        steps = asyncio.create_task(self._run_steps(call, routing))
+        caller_left = self._engine.ended(call.invite.key)
+        await asyncio.wait({steps, caller_left}, return_when=asyncio.FIRST_COMPLETED)
+        if not steps.done() and not call.answered:
+            steps.cancel()
+            call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
+            call.outcome = "failed"
+            call.sip_status = 487
+            call.log.info("call.caller_hung_up", state=call.state.value)
+            await asyncio.gather(steps, return_exceptions=True)
+            return
+        await steps
+
+    async def _run_steps(self, call: CallRecord, routing: Routing) -> None:
+        self._check_admission(call)
+        self._identify_trunk(call, routing)
+        number = self._find_number(call, routing)
+        self._check_status(call, number)
+        await self._ring(call)
+        try:
+            await self._route(call, routing.config, number)
+        except CallFailed as failure:
+            await self._fall_back(call, number, failure)
+
+    def _receive(self, invite: InboundInvite, config: Config) -> CallRecord:
+        """Step 1: count the INVITE and open the call's record."""
+        self._metrics.sip_invites_received.labels(transport=invite.transport).inc()
+        bound = log.bind(
+            sip_call_id=invite.call_id,
+            src=f"{invite.source_ip}:{invite.source_port}",
+        )
+        call = CallRecord(invite=invite, log=bound)
+        call.bind(call_id=call.id)
+        call.caller_uri = address_uri(invite.from_header)
+        call.caller_name = display_name(invite.from_header)
+        call.caller_number = dialled_user(invite.from_header)
+        self.calls[call.id] = call
+        call.log.debug(
+            "call.received",
+            transport=invite.transport,
+            caller=mask_number(
+                call.caller_number or "", config.router.mask_caller_numbers
+            ),
+        )
+        return call
+
+    def _check_admission(self, call: CallRecord) -> None:
+        """Step 1: refuse what the router cannot take (503 or 513)."""
+        if self.draining:
+            raise Draining()
+        if call.invite.truncated:
+            raise MessageTooLarge(
+                f"body of {call.invite.body_bytes} bytes, "
+                f"Content-Length {call.invite.content_length}"
+            )
+        config = self._routing().config
+        slots = self._engine.limits.max_calls
+        # pjsua answers 486 by itself once every slot is taken, so the last
+        # free slot is kept for the router's own 503.
+        if self._engine.slots_used >= slots:
+            raise ConcurrencyLimitReached(f"all {slots} call slots are in use")
+        if self.active_calls > config.router.max_concurrent_calls:
+            raise ConcurrencyLimitReached(
+                f"maxConcurrentCalls {config.router.max_concurrent_calls} reached"
+            )
+
+    def _identify_trunk(self, call: CallRecord, routing: Routing) -> None:
+        """Step 2: the source address must belong to an inbound gateway."""
+        host = _uri_host(call.invite.request_uri)
+        call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
+
+    def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
+        """Step 3: the Request-URI user, else the To user, among the trunks."""
+        ruri_user = dialled_user(call.invite.request_uri)
+        to_user = dialled_user(call.invite.to_header)
+        number = routing.table.find_number(call.trunks, ruri_user, to_user)
+        call.number = number
+        call.trunk = routing.config.trunk(number.credential_id)
+        call.bind(number_id=number.id, trunk=number.credential_id)
+        call.log.info("call.number_found")
+        return number
+
+    def _check_status(self, call: CallRecord, number: PhoneNumber) -> None:
+        """Step 4: blocked numbers get 403, activating ones 480."""
+        check_status(number)
+
+    async def _ring(self, call: CallRecord) -> None:
+        """Step 5: send 180 Ringing."""
+        await self._engine.ring(call.invite.key)
+        call.set_state(CallState.RINGING)
+
+    async def _route(
+        self, call: CallRecord, config: Config, number: PhoneNumber
+    ) -> None:
+        """Steps 7 and 8: the static route, else ask the server."""
+        route = static_route(number)
+        if route is None:
+            reply = await self._ask_server(call, config, number)
+            if isinstance(reply, DestinationReply):
+                await self._transfer(
+                    call, number, reply.destination, reply.ended_reason
+                )
+                return
+            if isinstance(reply, ErrorReply):
+                await self._reject_with_text(call, reply)
+                return
+            route = reply.route
+        await self._hand_off(call, config, route)
+
+    async def _ask_server(
+        self, call: CallRecord, config: Config, number: PhoneNumber
+    ) -> Reply:
+        """Step 8: POST the assistant-request to the number's or org's server."""
+        server = webhook_server(number, config)
+        if server is None:
+            raise NoRouteOrServer("no assistant, squad, workflow or server set")
+        call.set_state(CallState.ROUTING)
+        request = AssistantRequestInput(
+            call_id=call.id,
+            sip_call_id=call.invite.call_id,
+            phone_number=number,
+            created_at=call.created_at,
+            caller_number=call.caller_number,
+            caller_name=call.caller_name,
+            caller_sip_uri=call.caller_uri,
+            sip_headers=call.invite.x_headers,
+        )
+        reply = await self._assistant_requests.request(request, server)
+        call.log.info("call.assistant_request_replied", reply=type(reply).__name__)
+        return reply
+
+    async def _hand_off(self, call: CallRecord, config: Config, route: Route) -> None:
+        """Step 7: connect the caller to the runtime by `router.runtime.mode`."""
+        call.route = route
+        call.outcome = route.kind
+        call.bind(route=route.kind)
+        call.set_state(CallState.CONNECTING, route_id=route.header_value)
+        ended_reason = await self._connector.hand_off(
+            call, config.router.runtime, route
+        )
+        call.ended_reason = ended_reason
+
+    async def _reject_with_text(self, call: CallRecord, reply: ErrorReply) -> None:
+        """The server's `error` text: sent in the Reason header, then hang up."""
+        # NOTE: the text is sent in the Reason header; speaking it to the
+        # caller needs the text-to-speech player, which is not built yet.
+        call.mark_decided()
+        call.outcome = "failed"
+        call.ended_reason = reply.ended_reason
+        call.sip_status = 480
+        text = _quoted(reply.text)
+        await self._engine.reject(
+            call.invite.key,
+            480,
+            None,
+            [("Reason", f'SIP;cause=480;text="{text}"')],
+        )
+
+    # ----- step 9: fail well -----------------------------------------------------
+
+    async def _fall_back(
+        self, call: CallRecord, number: PhoneNumber, failure: CallFailed
+    ) -> None:
+        """Step 9: the fallback destination, else the failure goes on up."""
+        destination = number.fallback_destination
+        call.log.warning(
+            "call.route_failed",
+            ended_reason=failure.ended_reason,
+            detail=failure.detail,
+            fallback=destination is not None,
+        )
+        if destination is None or call.answered and not self._can_transfer(call):
+            raise failure
+        await self._transfer(call, number, destination, failure.ended_reason)
+
+    def _can_transfer(self, call: CallRecord) -> bool:
+        return not self._engine.ended(call.invite.key).done()
+
+    async def _transfer(
+        self, call: CallRecord, number: PhoneNumber, destination: Any, ended_reason: str
+    ) -> None:
+        """Send the call to `destination`, keeping the failure's endedReason."""
+        call.outcome = "transferred"
+        call.ended_reason = ended_reason
+        call.destination = destination.model_dump(by_alias=True, exclude_none=True)
+        call.set_state(CallState.FORWARDING, verb=destination.transfer_plan.sip_verb)
+        await self._connector.transfer(call, destination)
+
+    async def _fail_well(self, call: CallRecord, error: RouterError) -> None:
+        """Reject before an answer, or send BYE with a Reason after one."""
+        call.mark_decided()
+        call.outcome = error.outcome
+        call.ended_reason = error.ended_reason
+        call.sip_status = error.sip_status
+        key = call.invite.key
+        try:
+            if call.answered:
+                await self._engine.hangup(key, 0, [reason_header(error)])
+            else:
+                response = final_response(error)
+                await self._engine.reject(
+                    key, response.status, response.reason_phrase, response.headers
+                )
+        except CallGone:
+            call.log.info("call.gone_before_reject", status=error.sip_status)
+
+    # ----- step 10: end ------------------------------------------------------------
+
+    def _end(self, call: CallRecord) -> None:
+        """Step 10: one summary event and the metrics of the finished call."""
+        call.set_state(CallState.ENDED)
+        self.calls.pop(call.id, None)
+        self.on_ended(call)
+        outcome = call.outcome or "failed"
+        ended_reason = call.ended_reason or ended_reasons.ROUTER_FAULT
+        self._metrics.calls.labels(outcome=outcome, ended_reason=ended_reason).inc()
+        self._metrics.call_setup_seconds.labels(outcome=outcome).observe(
+            call.setup_seconds()
+        )
+        duration = None
+        if call.answered_monotonic is not None:
+            duration = time.monotonic() - call.answered_monotonic
+            self._metrics.call_duration_seconds.observe(duration)
+        self._metrics.set_call_slots(
+            self._engine.slots_used, self._engine.limits.max_calls
+        )
+        event = call.log.warning if outcome in ("rejected", "failed") else call.log.info
+        event(
+            "call.ended",
+            outcome=outcome,
+            ended_reason=ended_reason,
+            sip_status=call.sip_status,
+            setup_ms=round(call.setup_seconds() * 1000, 1),
+            duration_seconds=round(duration, 3) if duration is not None else None,
+            destination=call.destination.get("type") if call.destination else None,
+        )
+
+
+def _uri_host(uri: str) -> str | None:
+    """Return the host of a SIP URI, or None for other URIs."""
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() not in ("sip", "sips"):
+        return None
+    host = rest.rpartition("@")[2]
+    for stop in (";", "?", ">"):
+        host = host.split(stop, 1)[0]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _quoted(text: str) -> str:
+    kept = "".join(char for char in text if char >= " " and char != "\x7f")
+    return kept.replace("\\", "\\\\").replace('"', '\\"')[:200]

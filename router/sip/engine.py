@@ -1,0 +1,621 @@
+"""The pjsua2 engine: one owner thread, a call table, an operation queue.
+
+pjsua2 with this wheel is safe only when one thread makes every pjsua2 call
+and receives every callback: a second thread touching a `Call` crashes with
+a use-after-free under load, and an unregistered thread aborts the process.
+So one thread creates the library with `threadCnt = 0`, loops
+`libHandleEvents`, and runs operations that asyncio puts on a queue.
+Callbacks copy what they need, post it to the event loop and return; they
+never wait for asyncio.
+
+`Call` objects live only in `_calls`, keyed by pjsua call id, and are
+dropped on DISCONNECTED. A `Call` destroyed late hangs up whichever new call
+took its slot, so asyncio holds `CallKey(slot, serial)` and every operation
+looks the call up again by that key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pjsua2 as pj
+import structlog
+
+from router.sip.limits import SipLimits
+from router.sip.messages import (
+    CallKey,
+    InboundInvite,
+    MalformedRequest,
+    parse_request,
+    split_host_port,
+)
+
+log = structlog.get_logger(__name__)
+
+_EVENT_WAIT_MS = 2
+
+
+class CallGone(Exception):
+    """The call ended before the operation reached it."""
+
+
+class NoCallSlot(Exception):
+    """No call slot is free for a new outbound leg."""
+
+
+class DialFailed(Exception):
+    """An outbound leg failed at once, before pjsua2 sent anything."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(f"{status_code} {reason}")
+        self.status_code = status_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """One SIP transport to bind."""
+
+    transport: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine needs from the router settings."""
+
+    listen: tuple[ListenAddress, ...]
+    public_host: str | None
+    rtp_port_start: int
+    rtp_port_count: int
+    requested_max_calls: int
+    user_agent: str = "cozmox-router"
+
+
+@dataclass(frozen=True)
+class LegEnded:
+    """How a call leg ended: final status and who hung up first."""
+
+    status_code: int
+    reason: str
+    hung_up_locally: bool
+    was_answered: bool
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    """A NOTIFY sipfrag status (or the REFER's own answer) of a transfer."""
+
+    status_code: int
+    reason: str
+    final: bool
+
+
+@dataclass
+class _Leg:
+    """A call in the owner thread's table. Only that thread touches it."""
+
+    call: pj.Call
+    key: CallKey
+    inbound: bool
+    peer: CallKey | None = None
+    answered: bool = False
+    hanging_up: bool = False
+
+
+def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """Log and swallow an exception raised in a pjsua2 callback.
+
+    An exception escaping a SWIG director method becomes a C++ exception
+    that nothing catches, which aborts the process.
+    """
+
+    def guarded(*args: Any) -> None:
+        try:
+            callback(*args)
+        except BaseException:  # noqa: BLE001 - see the docstring
+            log.exception("sip.callback_failed", callback=callback.__name__)
+
+    guarded.__name__ = callback.__name__
+    return guarded
+
+
+class _LogWriter(pj.LogWriter):
+    """Sends pjsip's own log lines to structlog."""
+
+    def write(self, entry: pj.LogEntry) -> None:
+        # Nothing may escape into C++: see _guarded().
+        with contextlib.suppress(BaseException):
+            log.warning("sip.stack_log", level=entry.level, text=entry.msg.strip())
+
+
+class _RouterCall(pj.Call):
+    def __init__(self, engine: SipEngine, account: pj.Account, call_id: int):
+        super().__init__(account, call_id)
+        self._engine = engine
+
+    @_guarded
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        self._engine._on_call_state(self)
+
+    @_guarded
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+        self._engine._on_media_state(self)
+
+    @_guarded
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        self._engine._on_transfer_status(self, prm)
+
+
+class _RouterAccount(pj.Account):
+    def __init__(self, engine: SipEngine):
+        super().__init__()
+        self._engine = engine
+
+    @_guarded
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        self._engine._on_incoming_call(self, prm)
+
+
+class _Endpoint(pj.Endpoint):
+    def __init__(self, engine: SipEngine):
+        super().__init__()
+        self._engine = engine
+
+    @_guarded
+    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802
+        self._engine._on_rejected_by_pjsua(prm.statusCode)
+
+
+class SipEngine:
+    """Owns pjsua2 on its own thread and exposes call operations to asyncio."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        limits: SipLimits,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self._loop = loop
+        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._calls: dict[int, _Leg] = {}
+        self._serials = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._running = False
+        self._endpoint: _Endpoint | None = None
+        self._account: _RouterAccount | None = None
+        self.bound: list[ListenAddress] = []
+        # Loop side: awaitables per call key, resolved by posted events.
+        self._ended: dict[CallKey, asyncio.Future[LegEnded]] = {}
+        self._answered: dict[CallKey, asyncio.Future[None]] = {}
+        self._transfers: dict[CallKey, asyncio.Queue[TransferStatus]] = {}
+        self.on_invite: Callable[[InboundInvite], None] = lambda invite: None
+        self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
+        self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
+        self.slots_used = 0
+        self._dialing: pj.Call | None = None
+        self._dial_failure: tuple[int, str] | None = None
+
+    # ----- lifecycle -------------------------------------------------------
+
+    def start(self, timeout_seconds: float = 10.0) -> None:
+        """Start the owner thread and wait until every transport is bound."""
+        self._running = True
+        self._thread = threading.Thread(
+            target=self._run, name="pjsua-owner", daemon=True
+        )
+        self._thread.start()
+        if not self._started.wait(timeout_seconds):
+            raise RuntimeError("the SIP stack did not start in time")
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Hang up every call, destroy the library and join the thread."""
+        if self._thread is None:
+            return
+        self._running = False
+        self._thread.join(timeout_seconds)
+        self._thread = None
+
+    def _run(self) -> None:
+        try:
+            self._create_library()
+        except BaseException as error:  # reported to start() and re-raised
+            self._start_error = error
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while self._running:
+                self._endpoint.libHandleEvents(_EVENT_WAIT_MS)
+                self._run_queued_operations()
+        finally:
+            self._destroy_library()
+
+    def _create_library(self) -> None:
+        endpoint = _Endpoint(self)
+        endpoint.libCreate()
+        config = pj.EpConfig()
+        config.uaConfig.threadCnt = 0
+        config.uaConfig.mainThreadOnly = False
+        config.uaConfig.maxCalls = self.settings.requested_max_calls
+        config.uaConfig.userAgent = self.settings.user_agent
+        self._log_writer = _LogWriter()
+        config.logConfig.writer = self._log_writer
+        config.logConfig.level = 1
+        config.logConfig.consoleLevel = 1
+        config.logConfig.decor = 0
+        # Media runs on this thread's ioqueue too: no media worker thread.
+        config.medConfig.threadCnt = 0
+        config.medConfig.hasIoqueue = False
+        config.medConfig.noVad = True
+        # Without a sound device the conference bridge leaks ports after a
+        # few hundred answered calls unless the null clock runs for good.
+        config.medConfig.sndAutoCloseTime = -1
+        config.medConfig.maxMediaPorts = max(
+            254, 2 * self.settings.requested_max_calls + 4
+        )
+        endpoint.libInit(config)
+        endpoint.audDevManager().setNullDev()
+        self._endpoint = endpoint
+        self._bind_transports(endpoint)
+        endpoint.libStart()
+        self._account = self._create_account()
+
+    def _bind_transports(self, endpoint: pj.Endpoint) -> None:
+        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
+        for address in self.settings.listen:
+            config = pj.TransportConfig()
+            config.port = address.port
+            config.boundAddress = "" if address.host == "0.0.0.0" else address.host
+            if self.settings.public_host:
+                config.publicAddress = self.settings.public_host
+            transport_id = endpoint.transportCreate(kinds[address.transport], config)
+            info = endpoint.transportGetInfo(transport_id)
+            _, port = split_host_port(info.localName)
+            self.bound.append(ListenAddress(address.transport, address.host, port))
+
+    def _create_account(self) -> _RouterAccount:
+        first = self.bound[0]
+        host = self.settings.public_host or first.host
+        if host == "0.0.0.0":
+            host = "127.0.0.1"
+        config = pj.AccountConfig()
+        config.idUri = f"sip:router@{host}:{first.port}"
+        media = config.mediaConfig.transportConfig
+        media.port = self.settings.rtp_port_start
+        media.portRange = self.settings.rtp_port_count
+        if first.host != "0.0.0.0":
+            media.boundAddress = first.host
+        if self.settings.public_host:
+            media.publicAddress = self.settings.public_host
+        account = _RouterAccount(self)
+        account.create(config, True)
+        return account
+
+    def _destroy_library(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        try:
+            endpoint.hangupAllCalls()
+            for _ in range(50):
+                if not self._calls:
+                    break
+                endpoint.libHandleEvents(10)
+            self._calls.clear()
+            self._account = None
+            endpoint.libDestroy()
+        except pj.Error as error:
+            log.error("sip.shutdown_failed", error=error.info())
+        self._endpoint = None
+
+    def _run_queued_operations(self) -> None:
+        while True:
+            try:
+                operation = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            operation()
+
+    # ----- asyncio side: submitting operations ------------------------------
+
+    def _submit(self, function: Callable[..., Any], *args: Any) -> asyncio.Future:
+        future: asyncio.Future = self._loop.create_future()
+
+        def operation() -> None:
+            try:
+                result = function(*args)
+            except BaseException as error:  # handed to the awaiting task
+                self._post(_set_exception, future, error)
+            else:
+                self._post(_set_result, future, result)
+
+        self._ops.put(operation)
+        return future
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        # A closed event loop raises RuntimeError: the daemon is stopping.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def ended(self, key: CallKey) -> asyncio.Future[LegEnded]:
+        """Return the future that resolves when the leg `key` ends."""
+        return self._ended.setdefault(key, self._loop.create_future())
+
+    async def ring(self, key: CallKey) -> None:
+        """Send 180 Ringing."""
+        await self._submit(self._answer_op, key, 180, None, [])
+
+    async def reject(
+        self,
+        key: CallKey,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Send a final non-2xx response (also used for 3xx redirects)."""
+        await self._submit(self._hangup_op, key, status, reason, headers or [])
+
+    async def redirect(self, key: CallKey, contact: str) -> None:
+        """Answer 302 Moved Temporarily with `contact` as the only Contact."""
+        await self.reject(key, 302, None, [("Contact", f"<{contact}>")])
+
+    async def answer(self, key: CallKey) -> None:
+        """Answer 200 OK and wait until the caller's ACK confirms it."""
+        answered = self._answered.setdefault(key, self._loop.create_future())
+        await self._submit(self._answer_op, key, 200, None, [])
+        await _first_of(answered, self.ended(key))
+
+    async def hangup(
+        self,
+        key: CallKey,
+        status: int = 0,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """End a leg: BYE when answered, CANCEL or a final response before."""
+        await self._submit(self._hangup_op, key, status, None, headers or [])
+
+    async def refer(
+        self, key: CallKey, target: str, headers: list[tuple[str, str]]
+    ) -> asyncio.Queue[TransferStatus]:
+        """Send REFER to the answered leg; statuses arrive on the queue."""
+        statuses: asyncio.Queue[TransferStatus] = asyncio.Queue()
+        self._transfers[key] = statuses
+        await self._submit(self._refer_op, key, target, headers)
+        return statuses
+
+    async def dial(
+        self, target: str, headers: list[tuple[str, str]], peer: CallKey | None
+    ) -> CallKey:
+        """Start an outbound leg to `target`, linked to `peer` for media."""
+        return await self._submit(self._dial_op, target, headers, peer)
+
+    async def wait_answered(self, key: CallKey) -> None:
+        """Wait until the outbound leg `key` is answered (CONFIRMED)."""
+        answered = self._answered.setdefault(key, self._loop.create_future())
+        await _first_of(answered, self.ended(key))
+
+    # ----- owner thread: operations -----------------------------------------
+
+    def _leg(self, key: CallKey) -> _Leg:
+        leg = self._calls.get(key.slot)
+        if leg is None or leg.key != key or leg.hanging_up:
+            raise CallGone(f"call {key.slot}/{key.serial} has ended")
+        return leg
+
+    def _answer_op(
+        self, key: CallKey, status: int, reason: str | None, headers: list
+    ) -> None:
+        leg = self._leg(key)
+        leg.call.answer(_call_op(status, reason, headers))
+
+    def _hangup_op(
+        self, key: CallKey, status: int, reason: str | None, headers: list
+    ) -> None:
+        leg = self._leg(key)
+        leg.hanging_up = True
+        try:
+            leg.call.hangup(_call_op(status, reason, headers))
+        except pj.Error:
+            leg.hanging_up = False
+            raise
+
+    def _refer_op(self, key: CallKey, target: str, headers: list) -> None:
+        leg = self._leg(key)
+        leg.call.xfer(target, _call_op(0, None, headers))
+
+    def _dial_op(self, target: str, headers: list, peer: CallKey | None) -> CallKey:
+        # Keep one slot free so that a new INVITE gets the router's 503, not
+        # pjsua's own 486 Busy Here.
+        if len(self._calls) + 1 >= self.limits.max_calls:
+            raise NoCallSlot("no call slot is free for an outbound leg")
+        call = _RouterCall(self, self._account, pj.PJSUA_INVALID_ID)
+        parameters = _call_op(0, None, headers)
+        parameters.opt.audioCount = 1
+        parameters.opt.videoCount = 0
+        self._dialing, self._dial_failure = call, None
+        try:
+            call.makeCall(target, parameters)
+        finally:
+            self._dialing = None
+        if self._dial_failure is not None:
+            status, reason = self._dial_failure
+            raise DialFailed(status, reason)
+        key = CallKey(call.getId(), next(self._serials))
+        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer)
+        if peer is not None and peer.slot in self._calls:
+            self._calls[peer.slot].peer = key
+        self.slots_used = len(self._calls)
+        return key
+
+    # ----- owner thread: callbacks ------------------------------------------
+
+    def _on_incoming_call(
+        self, account: pj.Account, prm: pj.OnIncomingCallParam
+    ) -> None:
+        # pjsua answers 500 unless a Call object exists when this returns.
+        call = _RouterCall(self, account, prm.callId)
+        key = CallKey(prm.callId, next(self._serials))
+        self._calls[key.slot] = _Leg(call, key, inbound=True)
+        self.slots_used = len(self._calls)
+        try:
+            invite = _read_invite(key, prm.rdata.wholeMsg, prm.rdata.srcAddress)
+        except (MalformedRequest, UnicodeError) as error:
+            self._post(self.on_unreadable_invite, str(error))
+            self._ops.put(lambda: self._hangup_quietly(key, 400))
+            return
+        self._post(self.on_invite, invite)
+
+    def _hangup_quietly(self, key: CallKey, status: int) -> None:
+        with contextlib.suppress(CallGone, pj.Error):
+            self._hangup_op(key, status, None, [])
+
+    def _on_call_state(self, call: _RouterCall) -> None:
+        slot = call.getId()
+        leg = self._calls.get(slot)
+        info = call.getInfo()
+        if call is self._dialing and info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            # The leg failed inside makeCall(), before it entered the table.
+            self._dial_failure = (info.lastStatusCode, info.lastReason)
+            return
+        if leg is None or leg.call is not call:
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            leg.answered = True
+            self._post(self._resolve_answered, leg.key)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._end_leg(leg, info)
+
+    def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
+        del self._calls[leg.key.slot]
+        self.slots_used = len(self._calls)
+        ended = LegEnded(
+            status_code=info.lastStatusCode,
+            reason=info.lastReason,
+            hung_up_locally=leg.hanging_up,
+            was_answered=leg.answered,
+        )
+        self._post(self._resolve_ended, leg.key, ended)
+        # A bridged pair ends together: the first BYE hangs up the other leg.
+        peer = self._calls.get(leg.peer.slot) if leg.peer else None
+        if peer is not None and peer.key == leg.peer and not peer.hanging_up:
+            peer.hanging_up = True
+            try:
+                peer.call.hangup(_call_op(0, None, []))
+            except pj.Error as error:
+                log.warning("sip.peer_hangup_failed", error=error.info())
+
+    def _on_media_state(self, call: _RouterCall) -> None:
+        leg = self._calls.get(call.getId())
+        if leg is None or leg.peer is None:
+            return
+        peer = self._calls.get(leg.peer.slot)
+        if peer is None or peer.key != leg.peer:
+            return
+        try:
+            ours = call.getAudioMedia(-1)
+            theirs = peer.call.getAudioMedia(-1)
+        except pj.Error:
+            return  # the other side's media is not active yet
+        ours.startTransmit(theirs)
+        theirs.startTransmit(ours)
+
+    def _on_transfer_status(
+        self, call: _RouterCall, prm: pj.OnCallTransferStatusParam
+    ) -> None:
+        leg = self._calls.get(call.getId())
+        if leg is None:
+            return
+        status = TransferStatus(prm.statusCode, prm.reason, prm.finalNotify)
+        self._post(self._resolve_transfer, leg.key, status)
+
+    def _on_rejected_by_pjsua(self, status: int) -> None:
+        self._post(self.on_rejected_by_stack, status)
+
+    # ----- loop side: resolving awaitables ------------------------------------
+
+    def _resolve_answered(self, key: CallKey) -> None:
+        _set_result(self._answered.setdefault(key, self._loop.create_future()), None)
+
+    def _resolve_ended(self, key: CallKey, ended: LegEnded) -> None:
+        _set_result(self.ended(key), ended)
+        self._answered.pop(key, None)
+        self._transfers.pop(key, None)
+        # Keep the ended future a moment for late awaiters, then drop it.
+        self._loop.call_later(60, self._ended.pop, key, None)
+
+    def _resolve_transfer(self, key: CallKey, status: TransferStatus) -> None:
+        statuses = self._transfers.get(key)
+        if statuses is not None:
+            statuses.put_nowait(status)
+
+
+def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
+    request = parse_request(raw)
+    host, port = split_host_port(source)
+    content_length = request.content_length()
+    return InboundInvite(
+        key=key,
+        call_id=request.header("call-id") or "",
+        source_ip=host,
+        source_port=port,
+        transport=request.transport(),
+        request_uri=request.request_uri,
+        from_header=request.header("from") or "",
+        to_header=request.header("to") or "",
+        x_headers=request.x_headers(),
+        content_length=content_length,
+        body_bytes=len(request.body),
+        message_bytes=request.size_bytes,
+    )
+
+
+def _call_op(
+    status: int, reason: str | None, headers: list[tuple[str, str]]
+) -> pj.CallOpParam:
+    parameters = pj.CallOpParam(True)
+    if status:
+        parameters.statusCode = status
+    if reason:
+        parameters.reason = reason
+    vector = pj.SipHeaderVector()
+    for name, value in headers:
+        header = pj.SipHeader()
+        header.hName = name
+        header.hValue = value
+        vector.append(header)
+    parameters.txOption.headers = vector
+    return parameters
+
+
+async def _first_of(answered: asyncio.Future, ended: asyncio.Future) -> None:
+    """Wait for `answered`; raise CallGone if the leg ends first."""
+    if not answered.done() and not ended.done():
+        await asyncio.wait({answered, ended}, return_when=asyncio.FIRST_COMPLETED)
+    if answered.done():
+        return
+    raise CallGone("the call ended before it was answered")
+
+
+def _set_result(future: asyncio.Future, result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

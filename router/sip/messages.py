@@ -1,0 +1,185 @@
+"""Parse the raw text of a received SIP request into plain data.
+
+pjsua2 has no structured API for the Request-URI or arbitrary headers, so
+the engine copies `rdata.wholeMsg` inside the callback and this module
+reads it. Nothing here imports pjsua2, so it can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# RFC 3261 section 7.3.3: compact header names.
+_COMPACT_NAMES = {
+    "i": "call-id",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "l": "content-length",
+    "m": "contact",
+    "c": "content-type",
+}
+
+_VIA_TRANSPORT = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)", re.IGNORECASE)
+_DISPLAY_NAME = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<')
+
+
+class MalformedRequest(ValueError):
+    """The request cannot be read: no request line or no header block."""
+
+
+@dataclass(frozen=True)
+class SipRequest:
+    """A request as text: its request line, headers in order and body."""
+
+    method: str
+    request_uri: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    size_bytes: int
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of header `name` (case-insensitive)."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def x_headers(self) -> dict[str, str]:
+        """Return the custom `X-` headers, first value of each name."""
+        found: dict[str, str] = {}
+        for key, value in self.headers:
+            if key.lower().startswith("x-") and key not in found:
+                found[key] = value
+        return found
+
+    def content_length(self) -> int | None:
+        """Return Content-Length as an int, or None when absent or invalid."""
+        value = self.header("content-length")
+        if value is None or not value.strip().isdigit():
+            return None
+        return int(value.strip())
+
+    def transport(self) -> str:
+        """Return the transport of the top Via (`udp`, `tcp`, ...)."""
+        via = self.header("via") or ""
+        match = _VIA_TRANSPORT.search(via)
+        return match.group(1).lower() if match else "udp"
+
+
+def parse_request(raw: bytes | str) -> SipRequest:
+    """Parse a SIP request's start line, headers and body.
+
+    Header folding (RFC 3261 section 7.3.1) is joined, compact names are
+    expanded, and bytes that are not UTF-8 are replaced rather than raised.
+    """
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    head, body = _split_head(data)
+    lines = head.decode("utf-8", "replace").splitlines()
+    if not lines:
+        raise MalformedRequest("empty message")
+
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].upper().startswith("SIP/"):
+        raise MalformedRequest("invalid request line")
+
+    return SipRequest(
+        method=parts[0].upper(),
+        request_uri=parts[1],
+        headers=tuple(_parse_headers(lines[1:])),
+        body=body,
+        size_bytes=len(data),
+    )
+
+
+def display_name(name_addr: str) -> str | None:
+    """Return the display name of a From/To value, unquoted, or None."""
+    match = _DISPLAY_NAME.match(name_addr)
+    if not match:
+        return None
+    quoted, bare = match.groups()
+    name = quoted if quoted is not None else bare
+    name = re.sub(r"\\(.)", r"\1", name).strip()
+    return name or None
+
+
+def address_uri(name_addr: str) -> str:
+    """Return the URI of a From/To/Contact value, without its parameters."""
+    start = name_addr.find("<")
+    if start >= 0:
+        end = name_addr.find(">", start)
+        return name_addr[start + 1 : end if end > 0 else None].strip()
+    # Without angle brackets, parameters after ';' belong to the header
+    # (RFC 3261 section 20.10), not to the URI.
+    return name_addr.split(";", 1)[0].strip()
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = data.find(separator)
+        if index >= 0:
+            return data[:index], data[index + len(separator) :]
+    return data, b""
+
+
+def _parse_headers(lines: list[str]) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, separator, value = line.partition(":")
+        if not separator:
+            continue
+        name = name.strip()
+        name = _COMPACT_NAMES.get(name.lower(), name)
+        headers.append((name, value.strip()))
+    return headers
+
+
+@dataclass(frozen=True)
+class CallKey:
+    """Names one call: its pjsua slot and a serial that is never reused."""
+
+    slot: int
+    serial: int
+
+
+@dataclass(frozen=True)
+class InboundInvite:
+    """Everything the call path needs from an INVITE, copied off pjsua2."""
+
+    key: CallKey
+    call_id: str
+    source_ip: str
+    source_port: int
+    transport: str
+    request_uri: str
+    from_header: str
+    to_header: str
+    x_headers: dict[str, str] = field(default_factory=dict)
+    content_length: int | None = None
+    body_bytes: int = 0
+    message_bytes: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """True when the body is shorter than Content-Length says."""
+        return self.content_length is not None and (
+            self.body_bytes < self.content_length
+        )
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split `1.2.3.4:5060` or `[::1]:5060` into host and port."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = address.rpartition(":")
+        if not host:
+            host, port = address, ""
+    return host, int(port) if port.isdigit() else 0
