@@ -1,0 +1,128 @@
+"""Dialled numbers: extraction from SIP and tel URIs, and normalisation.
+
+Carriers write the same number in many ways: `+14155550100`,
+`%2B1-415-555-0100;npdi`, `<tel:+1.415.555.0100>`. Everything here reduces
+those to one form and returns None or an empty string for junk, never raises.
+"""
+
+import re
+
+_PERCENT_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+# RFC 3966 visual separators plus the space that some carriers send.
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.() ")
+
+_URI_SCHEMES = ("sip:", "sips:", "tel:")
+
+
+def normalize_number(raw: str) -> str:
+    """Reduce a dialled number to the form that numbers are compared in.
+
+    Percent-escapes are decoded once, so `%2B` becomes `+` while a literal `+`
+    stays (a `+` in a SIP URI is never a space). Everything from the first `;`
+    is dropped, which removes user-part parameters such as `;npdi`, `;rn=...`
+    and `;phone-context=...`. Visual separators (`-`, `.`, `(`, `)`, space)
+    are removed. Case is kept, because the SIP user part is case-sensitive.
+    """
+    decoded = _PERCENT_ESCAPES.sub(_decode_escapes, raw)
+    number = decoded.split(";", 1)[0]
+    return number.translate(_VISUAL_SEPARATORS)
+
+
+def number_key(number: str) -> str:
+    """Return the key that a dialled or configured number is matched by.
+
+    The key is the normalised number without its leading `+`, so an E.164
+    number matches with or without it. The `+` is dropped for every number,
+    not only E.164 ones, so two configured numbers that differ only by a
+    leading `+` have the same key.
+    """
+    return normalize_number(number).removeprefix("+")
+
+
+def dialled_user(uri: str) -> str | None:
+    """Return the user part of a `sip:` or `sips:` URI, or a `tel:` number.
+
+    `uri` is a Request-URI or a From or To header value: a bare URI or a
+    name-addr with a display name and angle brackets, with or without URI
+    parameters, URI headers and header parameters. The user part comes back
+    as written, escapes and user parameters included, for
+    `normalize_number()` to clean. Returns None for another scheme, a URI
+    without a user part, or text that is not a URI at all.
+    """
+    if not isinstance(uri, str):
+        return None
+
+    address = _addr_spec(uri.strip())
+    if address is None:
+        return None
+
+    lowered = address.lower()
+    if lowered.startswith("tel:"):
+        return _tel_number(address[len("tel:") :])
+    for scheme in ("sip:", "sips:"):
+        if lowered.startswith(scheme):
+            return _sip_user(address[len(scheme) :])
+    return None
+
+
+def _decode_escapes(match: re.Match[str]) -> str:
+    # A run of escapes is decoded as one UTF-8 sequence, so a multi-byte
+    # character split over several escapes comes back whole.
+    hex_digits = match.group().replace("%", "")
+    return bytes.fromhex(hex_digits).decode("utf-8", errors="replace")
+
+
+def _addr_spec(value: str) -> str | None:
+    """Return the URI inside a name-addr, or `value` itself for a bare URI."""
+    rest = value
+    if rest.startswith('"'):
+        closing = _closing_quote(rest)
+        if closing is None:
+            return None
+        rest = rest[closing + 1 :]
+
+    opening = rest.find("<")
+    if opening == -1:
+        if not rest.lower().startswith(_URI_SCHEMES):
+            return None
+        return rest
+
+    closing = rest.find(">", opening)
+    if closing == -1:
+        return None
+    return rest[opening + 1 : closing].strip()
+
+
+def _closing_quote(value: str) -> int | None:
+    """Return the index of the `"` that ends the quoted string at index 0."""
+    index = 1
+    while index < len(value):
+        char = value[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == '"':
+            return index
+        index += 1
+    return None
+
+
+def _sip_user(rest: str) -> str | None:
+    # RFC 3261 section 19.1.1: `userinfo` ends at the first `@` and may hold
+    # `user:password`. The user part itself may contain `;`, `?` and `/`, so
+    # it cannot be cut at URI parameters or headers before the `@` is found.
+    userinfo, separator, _host = rest.partition("@")
+    if not separator:
+        return None
+
+    user = userinfo.split(":", 1)[0]
+    return user or None
+
+
+def _tel_number(rest: str) -> str | None:
+    # A tel URI (RFC 3966) has no host: the telephone-subscriber is the whole
+    # URI, parameters included. A bare tel URI in a To header may be followed
+    # by header parameters, which `normalize_number()` drops with the rest.
+    number = rest.strip()
+    return number or None
