@@ -129,6 +129,9 @@ class Connector:
             raise RuntimeRejected(503, str(error)) from error
         except DialFailed as error:
             raise RuntimeRejected(error.status_code, str(error)) from error
+        finally:
+            # From here on the leg, if any, counts in the engine's used slots.
+            release_leg(self._engine, call)
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
                 await self._engine.wait_answered(leg)
@@ -157,6 +160,13 @@ class Connector:
         call.sip_status = 200
         await self._engine.answer(call.invite.key)
         call.answered_monotonic = time.monotonic()
+
+
+def release_leg(engine: SipEngine, call: CallRecord) -> None:
+    """Give back the call's reserved leg slot, if it still holds one."""
+    if call.leg_reserved:
+        call.leg_reserved = False
+        engine.release_leg()
 
 
 def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from router.calls.handoff import Connector
+from router.calls.handoff import Connector, release_leg
 from router.calls.record import CallRecord, CallState
 from router.config import Config, PhoneNumber
 from router.errors import (
@@ -142,6 +142,7 @@ class CallPath:
         self._identify_trunk(call, routing)
         number = self._find_number(call, routing)
         self._check_status(call, number)
+        self._reserve_leg(call, routing.config, number)
         await self._ring(call)
         try:
             await self._route(call, routing.config, number)
@@ -151,6 +152,9 @@ class CallPath:
     def _receive(self, invite: InboundInvite, config: Config) -> CallRecord:
         """Step 1: count the INVITE and open the call's record."""
         self._metrics.sip_invites_received.labels(transport=invite.transport).inc()
+        self._metrics.set_call_slots(
+            self._engine.slots_used, self._engine.limits.max_calls
+        )
         bound = log.bind(
             sip_call_id=invite.call_id,
             src=f"{invite.source_ip}:{invite.source_port}",
@@ -161,7 +165,7 @@ class CallPath:
         call.caller_name = display_name(invite.from_header)
         call.caller_number = dialled_user(invite.from_header)
         self.calls[call.id] = call
-        call.log.debug(
+        call.log.info(
             "call.received",
             transport=invite.transport,
             caller=mask_number(
@@ -182,7 +186,7 @@ class CallPath:
         config = self._routing().config
         slots = self._engine.limits.max_calls
         # pjsua answers 486 by itself once every slot is taken, so the last
-        # free slot is kept for the router's own 503.
+        # free slot is kept for the router's own 503: this INVITE took it.
         if self._engine.slots_used >= slots:
             raise ConcurrencyLimitReached(f"all {slots} call slots are in use")
         if self.active_calls > config.router.max_concurrent_calls:
@@ -190,10 +194,28 @@ class CallPath:
                 f"maxConcurrentCalls {config.router.max_concurrent_calls} reached"
             )
 
+    def _reserve_leg(
+        self, call: CallRecord, config: Config, number: PhoneNumber
+    ) -> None:
+        """Step 4: keep a slot for the outbound leg the call may need.
+
+        Only calls that passed steps 2 to 4 reserve one, so a full router
+        still answers unknown sources and numbers with their own verdicts.
+        """
+        if not _may_dial(config, number):
+            return
+        if not self._engine.reserve_leg():
+            raise ConcurrencyLimitReached(
+                f"no call slot for an outbound leg: {self._engine.slots_used} "
+                f"of {self._engine.limits.max_calls} in use"
+            )
+        call.leg_reserved = True
+
     def _identify_trunk(self, call: CallRecord, routing: Routing) -> None:
         """Step 2: the source address must belong to an inbound gateway."""
         host = _uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
+        call.log.info("call.trunk_matched", trunks=[t.id for t in call.trunks])
 
     def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
         """Step 3: the Request-URI user, else the To user, among the trunks."""
@@ -334,6 +356,7 @@ class CallPath:
 
     def _end(self, call: CallRecord) -> None:
         """Step 10: one summary event and the metrics of the finished call."""
+        release_leg(self._engine, call)
         call.set_state(CallState.ENDED)
         self.calls.pop(call.id, None)
         self.on_ended(call)
@@ -360,6 +383,19 @@ class CallPath:
             duration_seconds=round(duration, 3) if duration is not None else None,
             destination=call.destination.get("type") if call.destination else None,
         )
+
+
+def _may_dial(config: Config, number: PhoneNumber) -> bool:
+    """Return whether the call may place an outbound leg (bridge or dial).
+
+    Only a runtime in `redirect` mode with no fallback, or a fallback that
+    redirects, is sure to need none. A transfer destination that a server
+    sends may still dial; the engine refuses the leg if no slot is free.
+    """
+    if config.router.runtime.mode != "redirect":
+        return True
+    fallback = number.fallback_destination
+    return fallback is not None and fallback.transfer_plan.sip_verb != "redirect"
 
 
 def _uri_host(uri: str) -> str | None:

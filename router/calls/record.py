@@ -46,6 +46,7 @@ class CallRecord:
     route: Route | None = None
     destination: dict[str, Any] | None = None
     answered: bool = False
+    leg_reserved: bool = False
     answered_monotonic: float | None = None
     decided_monotonic: float | None = None
     outcome: str | None = None

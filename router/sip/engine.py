@@ -205,6 +205,7 @@ class SipEngine:
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
         self.slots_used = 0
+        self.legs_reserved = 0
         self._dialing: pj.Call | None = None
         self._dial_failure: tuple[int, str] | None = None
 
@@ -351,6 +352,23 @@ class SipEngine:
         # A closed event loop raises RuntimeError: the daemon is stopping.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback, *args)
+
+    def reserve_leg(self) -> bool:
+        """Reserve a call slot for an outbound leg that a call may place.
+
+        A bridged call takes two slots, and one slot always stays free so
+        that a new INVITE gets the router's 503 rather than pjsua's own 486
+        Busy Here. Called on the event loop; `release_leg()` gives it back.
+        """
+        needed = self.slots_used + self.legs_reserved + 1
+        if needed > self.limits.max_calls - 1:
+            return False
+        self.legs_reserved += 1
+        return True
+
+    def release_leg(self) -> None:
+        """Give back a slot taken by `reserve_leg()`."""
+        self.legs_reserved = max(0, self.legs_reserved - 1)
 
     def ended(self, key: CallKey) -> asyncio.Future[LegEnded]:
         """Return the future that resolves when the leg `key` ends."""
