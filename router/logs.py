@@ -1,0 +1,201 @@
+"""structlog set-up, secret redaction and caller-number masking.
+
+Every log line is one event with fields. JSON lines go to stderr by default,
+and a console renderer is used when stderr is a terminal. Records from the
+standard library's `logging` (aiohttp's own loggers) pass through the same
+redaction and renderer, so the output has one format.
+"""
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from pydantic import BaseModel, SecretBytes, SecretStr
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["auto", "json", "console"]
+
+REDACTED = "[redacted]"
+
+# Matched against a key lowercased with every non-alphanumeric character
+# removed, so `authPassword`, `X-Cozmox-Secret`, `secret_key`, `api-key` and
+# `adminToken` all match.
+_SECRET_KEY_MARKERS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "apikey",
+)
+_NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def is_secret_key(key: object) -> bool:
+    """Return whether a mapping key is named like a password, secret or token."""
+    if not isinstance(key, str):
+        return False
+
+    normalized = _NON_ALPHANUMERIC.sub("", key.lower())
+    return any(marker in normalized for marker in _SECRET_KEY_MARKERS)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if is_secret_key(key) else _redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def redact_secrets(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """Replace the value of every secret-named key, at any depth, with a marker.
+
+    A key is secret-named when `is_secret_key` matches it. Pydantic
+    `SecretStr` and `SecretBytes` values are replaced wherever they are.
+    """
+    for key, value in event_dict.items():
+        if key == "event":
+            continue
+        event_dict[key] = REDACTED if is_secret_key(key) else _redact_value(value)
+    return event_dict
+
+
+def without_secrets(value: Any) -> Any:
+    """Return a copy of nested mappings, lists and models with every secret removed.
+
+    Secret-named keys (see `is_secret_key`) are dropped with their values,
+    and so are `SecretStr` and `SecretBytes` values, so the result can be
+    sent to another service or returned by an API. A pydantic model becomes
+    a dict by its field aliases, without its None fields.
+    """
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python", by_alias=True, exclude_none=True)
+    if isinstance(value, Mapping):
+        return {
+            key: without_secrets(item)
+            for key, item in value.items()
+            if not is_secret_key(key) and not _is_secret_value(item)
+        }
+    if isinstance(value, list | tuple):
+        return [without_secrets(item) for item in value if not _is_secret_value(item)]
+    return value
+
+
+def _is_secret_value(value: Any) -> bool:
+    return isinstance(value, SecretStr | SecretBytes)
+
+
+def mask_number(number: str | None, enabled: bool = True) -> str | None:
+    """Mask a phone number for logs, keeping a leading `+` and the last 4 digits.
+
+    `+14155551234` becomes `+*******1234`. A number of 4 characters or fewer
+    is masked entirely, because keeping 4 of 4 would log it in full. With
+    `enabled` false, or for `None` or an empty string, the value is returned
+    unchanged.
+    """
+    if not enabled or not number:
+        return number
+
+    plus = "+" if number.startswith("+") else ""
+    digits = number.removeprefix("+")
+    if len(digits) <= 4:
+        return plus + "*" * len(digits)
+    return plus + "*" * (len(digits) - 4) + digits[-4:]
+
+
+def configure_logging(
+    log_format: LogFormat = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and the standard library's logging for the daemon.
+
+    `level` is one of debug, info, warning, error, critical. `stream`
+    defaults to stderr. With `log_format` auto, the console renderer is used
+    when the stream is a terminal and JSON lines otherwise.
+    """
+    level_number = _LEVELS.get(level.lower())
+    if level_number is None:
+        raise ValueError(
+            f"invalid log level {level!r}: use one of {', '.join(_LEVELS)}"
+        )
+
+    output = stream if stream is not None else sys.stderr
+    console = _use_console(log_format, output)
+    renderer = _renderer(console, output)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if not console:
+        # The console renderer formats exceptions itself.
+        shared.append(structlog.processors.format_exc_info)
+
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
+        logger_factory=structlog.WriteLoggerFactory(file=output),
+        cache_logger_on_first_use=False,
+    )
+    _configure_stdlib_logging(level_number, output, shared, renderer)
+
+
+def _use_console(log_format: LogFormat, stream: TextIO) -> bool:
+    if log_format == "console":
+        return True
+    if log_format == "json":
+        return False
+    if log_format == "auto":
+        return stream.isatty()
+    raise ValueError(f"invalid log format {log_format!r}: use auto, json or console")
+
+
+def _renderer(console: bool, stream: TextIO) -> Processor:
+    if console:
+        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def _configure_stdlib_logging(
+    level_number: int,
+    stream: TextIO,
+    shared: list[Processor],
+    renderer: Processor,
+) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old_handler in list(root.handlers):
+        root.removeHandler(old_handler)
+    root.addHandler(handler)
+    root.setLevel(level_number)

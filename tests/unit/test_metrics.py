@@ -1,0 +1,121 @@
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.metrics import ASSISTANT_REQUEST_RESULTS, Metrics
+
+# Name, type and labels of every metric the router exposes. Prometheus text
+# drops the `_total` suffix from counter family names.
+EXPECTED = {
+    "cozmox_router_sip_invites_received": ("counter", {"transport"}),
+    "cozmox_router_sip_invites_rejected": ("counter", {"status"}),
+    "cozmox_router_calls": ("counter", {"outcome", "ended_reason"}),
+    "cozmox_router_active_calls": ("gauge", set()),
+    "cozmox_router_call_setup_seconds": ("histogram", {"outcome"}),
+    "cozmox_router_call_duration_seconds": ("histogram", set()),
+    "cozmox_router_assistant_request_seconds": ("histogram", {"result"}),
+    "cozmox_router_webhook_deliveries": ("counter", {"type", "result"}),
+    "cozmox_router_webhook_queue_depth": ("gauge", set()),
+    "cozmox_router_webhook_queue_dropped": ("counter", {"type"}),
+    "cozmox_router_registration_state": ("gauge", {"trunk"}),
+    "cozmox_router_gateway_up": ("gauge", {"trunk", "gateway"}),
+    "cozmox_router_sip_call_slots": ("gauge", {"state"}),
+    "cozmox_router_sip_limits": ("gauge", {"limit"}),
+    "cozmox_router_config_reloads": ("counter", {"result"}),
+}
+
+BUCKET_LABELS = {"le"}
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def exercise(metrics: Metrics) -> None:
+    metrics.sip_invites_received.labels(transport="udp").inc()
+    metrics.sip_invites_rejected.labels(status="403").inc()
+    metrics.calls.labels(outcome="assistant", ended_reason="customer-ended-call").inc()
+    metrics.active_calls.inc()
+    metrics.call_setup_seconds.labels(outcome="assistant").observe(0.4)
+    metrics.call_duration_seconds.observe(42)
+    metrics.assistant_request_seconds.labels(result="ok").observe(0.1)
+    metrics.webhook_deliveries.labels(type="status-update", result="delivered").inc()
+    metrics.webhook_queue_depth.set(3)
+    metrics.webhook_queue_dropped.labels(type="status-update").inc()
+    metrics.registration_state.labels(trunk="trunk-a").set(1)
+    metrics.gateway_up.labels(trunk="trunk-a", gateway="127.0.0.1:5060").set(1)
+    metrics.set_call_slots(used=1, maximum=4)
+    metrics.set_sip_limits({"maxCalls": 4, "maxAccounts": 8, "maxPacketBytes": 4000})
+    metrics.config_reloads.labels(result="applied").inc()
+
+
+def families(metrics: Metrics) -> dict:
+    text = generate_latest(metrics.registry).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_metrics_exposes_every_name_type_and_label(metrics):
+    exercise(metrics)
+    exposed = families(metrics)
+
+    for name, (kind, labels) in EXPECTED.items():
+        assert name in exposed, name
+        assert exposed[name].type == kind, name
+        for sample in exposed[name].samples:
+            assert set(sample.labels) - BUCKET_LABELS == labels, sample
+
+
+def test_metrics_creates_nothing_unexpected(metrics):
+    # prometheus_client adds a `_created` gauge to counters and histograms.
+    names = {name for name in families(metrics) if not name.endswith("_created")}
+
+    assert names == set(EXPECTED)
+
+
+def test_metrics_help_texts_name_units():
+    exposed = families(Metrics(CollectorRegistry()))
+
+    for name, family in exposed.items():
+        if name.endswith("_seconds"):
+            assert "seconds" in family.documentation, name
+
+
+def test_metrics_fresh_registries_do_not_clash():
+    first = Metrics(CollectorRegistry())
+    second = Metrics(CollectorRegistry())
+
+    first.active_calls.inc()
+
+    assert first.registry.get_sample_value("cozmox_router_active_calls") == 1
+    assert second.registry.get_sample_value("cozmox_router_active_calls") == 0
+
+
+def test_metrics_preset_assistant_request_results(metrics):
+    for result in ASSISTANT_REQUEST_RESULTS:
+        count = metrics.registry.get_sample_value(
+            "cozmox_router_assistant_request_seconds_count", {"result": result}
+        )
+        assert count == 0, result
+
+
+def test_metrics_call_slots_gauge(metrics):
+    metrics.set_call_slots(used=3, maximum=4)
+    registry = metrics.registry
+
+    used = registry.get_sample_value("cozmox_router_sip_call_slots", {"state": "used"})
+    maximum = registry.get_sample_value(
+        "cozmox_router_sip_call_slots", {"state": "max"}
+    )
+    assert used == 3
+    assert maximum == 4
+
+
+def test_metrics_sip_limits_ignore_unknown_keys(metrics):
+    metrics.set_sip_limits({"maxCalls": 4, "somethingElse": 7})
+    exposed = families(metrics)
+
+    limits = {
+        s.labels["limit"]: s.value for s in exposed["cozmox_router_sip_limits"].samples
+    }
+    assert limits == {"maxCalls": 4}
