@@ -20,13 +20,15 @@ LogFormat = Literal["auto", "json", "console"]
 
 REDACTED = "[redacted]"
 
-# Matched against a key lowercased with every non-alphanumeric character
-# removed, so `authPassword`, `X-Cozmox-Secret`, `secret_key`, `api-key` and
-# `adminToken` all match.
-_SECRET_KEY_MARKERS = (
+# Matched against the end of a key lowercased with every non-alphanumeric
+# character removed, so `authPassword`, `X-Cozmox-Secret`, `secret_key`,
+# `api-key` and `adminToken` match, while `maxTokens` and `tokenCount` in an
+# inline assistant's model settings do not.
+_SECRET_KEY_SUFFIXES = (
     "password",
     "passwd",
     "secret",
+    "secretkey",
     "token",
     "authorization",
     "apikey",
@@ -48,7 +50,7 @@ def is_secret_key(key: object) -> bool:
         return False
 
     normalized = _NON_ALPHANUMERIC.sub("", key.lower())
-    return any(marker in normalized for marker in _SECRET_KEY_MARKERS)
+    return normalized.endswith(_SECRET_KEY_SUFFIXES)
 
 
 def _redact_value(value: Any) -> Any:

@@ -53,7 +53,9 @@ def test_is_secret_key_matches(key):
     assert is_secret_key(key)
 
 
-@pytest.mark.parametrize("key", ["event", "call_id", "credentialId", "number", 3])
+@pytest.mark.parametrize(
+    "key", ["event", "call_id", "credentialId", "number", "maxTokens", "tokenCount", 3]
+)
 def test_is_secret_key_ignores(key):
     assert not is_secret_key(key)
 
