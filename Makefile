@@ -1,0 +1,42 @@
+# Targets for a fresh Debian machine with Python 3.11:
+#   make run    create .venv, install the router, run it on the example config
+#   make test   install SIPp and the test extras, run every test
+#   make demo   place one real call per route of the example config
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/router.example.yaml
+# apt-get needs root; run it through sudo for other users.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: run test demo sipp clean
+
+run: $(VENV)/.installed-run
+	$(BIN)/cozmox-router run -c $(CONFIG)
+
+test: sipp $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+demo: sipp $(VENV)/.installed-run
+	$(BIN)/python scripts/demo.py
+
+# SIPp 3.6.1 is Debian's sip-tester package.
+sipp:
+	@command -v sipp >/dev/null || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y sip-tester; }
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV)
