@@ -127,7 +127,10 @@ class CallPath:
         steps = asyncio.create_task(self._run_steps(call, routing))
         caller_left = self._engine.ended(call.invite.key)
         await asyncio.wait({steps, caller_left}, return_when=asyncio.FIRST_COMPLETED)
-        if not steps.done() and not call.answered:
+        # A final response of our own also ends the leg, maybe before the
+        # step that sent it resumes; only the caller's CANCEL or BYE counts.
+        caller_hung_up = caller_left.done() and not caller_left.result().hung_up_locally
+        if not steps.done() and not call.answered and caller_hung_up:
             steps.cancel()
             call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
             call.outcome = "failed"

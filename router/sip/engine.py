@@ -529,6 +529,10 @@ class SipEngine:
         )
         self._post(self._resolve_ended, leg.key, ended)
         # A bridged pair ends together: the first BYE hangs up the other leg.
+        # An outbound leg that ends before it was answered leaves the caller
+        # alone, so the call path can still fall back or reject it.
+        if not (leg.inbound or leg.answered):
+            return
         peer = self._calls.get(leg.peer.slot) if leg.peer else None
         if peer is not None and peer.key == leg.peer and not peer.hanging_up:
             peer.hanging_up = True
