@@ -97,6 +97,22 @@ def test_static_assistant_reaches_runtime(
     assert metrics.value("cozmox_router_active_calls") == 0
 
 
+def test_static_assistant_over_tcp(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    result = place_call(router, ANSWERED, "+14155550100", tmp_path, ("-t", "t1"))
+
+    assert result.final_status == 200
+    (invite,) = runtime.wait_for_invites(1)
+    assert invite.header("X-Cozmox-Assistant-Id") == "asst-support"
+    ended = ended_call(router, call_id=invite.header("X-Cozmox-Call-Id"))
+    assert ended["outcome"] == "assistant"
+    metrics = router.metrics()
+    assert (
+        metrics.value("cozmox_router_sip_invites_received_total", transport="tcp") == 1
+    )
+
+
 @pytest.mark.parametrize("dialled", ["14155550100", "%2B14155550100"])
 def test_dialled_number_forms_match(
     router: Daemon, runtime: SippRuntime, tmp_path: Path, dialled: str
