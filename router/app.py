@@ -193,7 +193,7 @@ def probe_and_check(config: Config) -> SipLimits:
 
 
 async def run(config: Config) -> None:
-    """Run the daemon on a loaded config until it is told to stop."""
+    """Run the daemon on a loaded config until SIGTERM or SIGINT."""
     limits = probe_and_check(config)
     router = Router(config, limits)
     try:

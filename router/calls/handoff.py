@@ -163,7 +163,7 @@ class Connector:
 
 
 def release_leg(engine: SipEngine, call: CallRecord) -> None:
-    """Give back the call's reserved leg slot, if it still holds one."""
+    """Give back the call's reserved leg slot, if it still has one."""
     if call.leg_reserved:
         call.leg_reserved = False
         engine.release_leg()

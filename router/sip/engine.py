@@ -70,7 +70,7 @@ class ListenAddress:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What the engine needs from the router settings."""
+    """Engine settings, taken from the router settings."""
 
     listen: tuple[ListenAddress, ...]
     public_host: str | None
@@ -82,7 +82,7 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class LegEnded:
-    """How a call leg ended: final status and who hung up first."""
+    """The end of a call leg: final status and who hung up first."""
 
     status_code: int
     reason: str

@@ -5,7 +5,7 @@ at build time and the Python bindings expose none of them. pjsua clamps a
 larger `maxCalls` silently, and it aborts the process (a failed C assert)
 when a call slot or account past the limit is touched. So the probe runs in
 child processes: each one walks up to the limit and either reports the
-limit or dies on the first slot past it, which tells the parent the same.
+limit or dies on the first slot past it, which gives the parent the same answer.
 """
 
 from __future__ import annotations
