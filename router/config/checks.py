@@ -207,7 +207,25 @@ def _duplicate_transports(data: Mapping[str, Any]) -> list[str]:
             )
         else:
             first_paths[transport] = path
-    return errors
+    return errors + _http_port_clash(router, sip)
+
+
+def _http_port_clash(router: Mapping[str, Any], sip: Mapping[str, Any]) -> list[str]:
+    """Find a TCP listener on the HTTP listener's host and port."""
+    http = _get(router, "http")
+    http = http if isinstance(http, Mapping) else {}
+    http_host = _get(http, "host", "127.0.0.1")
+    http_port = _get(http, "port", 8080)
+    for path, address in _items(sip, "listen", "router.sip"):
+        if _get(address, "transport") != "tcp" or _get(address, "port") != http_port:
+            continue
+        host = _get(address, "host")
+        if host == http_host or "0.0.0.0" in (host, http_host):
+            return [
+                f"router.http.port: port {http_port} on {http_host} is also the"
+                f" SIP TCP listener at {path}; give HTTP another port"
+            ]
+    return []
 
 
 def _duplicate_ids(items: list[Item], kind: str) -> list[str]:

@@ -73,7 +73,11 @@ def parse_config(text: str, config_dir: str | os.PathLike[str]) -> Config:
         DEFER_CROSS_CHECKS_CONTEXT_KEY: True,
     }
     try:
-        config = Config.model_validate(data, context=context)
+        # The file uses the API's camelCase names only; snake_case field
+        # names are for code that builds models directly.
+        config = Config.model_validate(
+            data, context=context, by_alias=True, by_name=False
+        )
     except ValidationError as exc:
         errors += format_validation_errors(exc, Config)
 

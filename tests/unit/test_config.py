@@ -76,6 +76,24 @@ def load_errors(tmp_path: Path, text: str) -> list[str]:
 # Each bad file has exactly one problem: (case id, text, path, fragment).
 BAD_FILES = [
     (
+        "snake-case-key",
+        config_text(number(), head="router: {max_concurrent_calls: 3}"),
+        "router.max_concurrent_calls",
+        "unknown key",
+    ),
+    (
+        "http-port-on-sip-tcp-port",
+        config_text(
+            number(),
+            head=(
+                "router:\n  http: {port: 5060}\n  sip:\n    listen:\n"
+                "      - {transport: tcp, host: 127.0.0.1, port: 5060}"
+            ),
+        ),
+        "router.http.port",
+        "also the SIP TCP listener",
+    ),
+    (
         "unknown-top-level-key",
         config_text(number(), head="colour: blue"),
         "colour",
