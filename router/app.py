@@ -18,7 +18,12 @@ from router.config import Config, ConfigError, check_limits
 from router.http.server import build_http_app
 from router.metrics import Metrics
 from router.routing.table import RoutingTable
-from router.sip.engine import EngineSettings, ListenAddress, SipEngine
+from router.sip.engine import (
+    EngineSettings,
+    ListenAddress,
+    SipEngine,
+    SipStartError,
+)
 from router.sip.limits import SipLimits, probe_limits
 from router.webhooks.assistant_request import AssistantRequestClient
 
@@ -49,6 +54,7 @@ class Router:
         self._routing = Routing(config, RoutingTable.from_config(config))
         self._recent: OrderedDict[str, CallRecord] = OrderedDict()
         self._stopping = asyncio.Event()
+        self._drain_cut = asyncio.Event()
         self._ready = False
         self.engine: SipEngine | None = None
         self.calls: CallPath | None = None
@@ -91,7 +97,7 @@ class Router:
             [call.as_json() for call in self.calls.calls.values()] if self.calls else []
         )
 
-    # ----- lifecycle -------------------------------------------------------------------
+    # ----- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind SIP and HTTP, then mark the router ready."""
@@ -109,7 +115,10 @@ class Router:
         self.engine.on_invite = self.calls.on_invite
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
-        await loop.run_in_executor(None, self.engine.start)
+        try:
+            await loop.run_in_executor(None, self.engine.start)
+        except SipStartError as error:
+            raise StartupError(str(error)) from None
         await self._start_http()
         self.metrics.set_call_slots(0, self.limits.max_calls)
         self._ready = True
@@ -125,33 +134,65 @@ class Router:
         self._http = web.AppRunner(build_http_app(self), access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            raise StartupError(
+                f"cannot listen for HTTP on {settings.host}:{settings.port}: "
+                f"{error.strerror}; check that no other process uses that port "
+                "(router.http)"
+            ) from None
 
     async def serve(self) -> None:
-        """Serve until SIGTERM or SIGINT, then drain and stop."""
+        """Serve until SIGTERM or SIGINT, then drain and stop.
+
+        A second signal during the drain ends it at once.
+        """
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stopping.set)
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
         await self._stopping.wait()
         await self.stop()
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if self._stopping.is_set():
+            log.warning("router.drain_cut_short", signal=signal.Signals(signum).name)
+            self._drain_cut.set()
+            return
+        log.info("router.stop_requested", signal=signal.Signals(signum).name)
+        self._stopping.set()
 
     async def stop(self) -> None:
         """Refuse new calls, let calls in progress end, then shut down."""
         self._stopping.set()
-        drain_seconds = self.config.router.drain_seconds
-        log.info(
-            "router.draining", active_calls=self._active(), drain_seconds=drain_seconds
-        )
-        if self.calls is not None:
-            self.calls.draining = True
-            await self.calls.wait_idle(drain_seconds)
+        if self.calls is not None and self._ready:
+            await self._drain(self.calls)
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+        if self.calls is not None:
+            # The engine hung up what was left; let those calls log their end.
+            await self.calls.wait_idle(5)
         if self._http is not None:
             await self._http.cleanup()
         if self._session is not None:
             await self._session.close()
         log.info("router.stopped")
+
+    async def _drain(self, calls: CallPath) -> None:
+        drain_seconds = self.config.router.drain_seconds
+        log.info(
+            "router.draining",
+            active_calls=calls.active_calls,
+            drain_seconds=drain_seconds,
+        )
+        calls.draining = True
+        cut = asyncio.ensure_future(self._drain_cut.wait())
+        idle = asyncio.ensure_future(calls.wait_idle(drain_seconds))
+        await asyncio.wait({cut, idle}, return_when=asyncio.FIRST_COMPLETED)
+        cut.cancel()
+        idle.cancel()
+        if calls.active_calls:
+            log.warning("router.drain_expired", active_calls=calls.active_calls)
 
     def _active(self) -> int:
         return self.calls.active_calls if self.calls else 0
@@ -170,6 +211,10 @@ class Router:
         self.metrics.sip_invites_received.labels(transport="unknown").inc()
         self.metrics.sip_invites_rejected.labels(status=str(status)).inc()
         log.warning("sip.invite_rejected_by_stack", status=status)
+
+
+class StartupError(Exception):
+    """The daemon could not start: a port in use, a stack that failed."""
 
 
 def _engine_settings(config: Config) -> EngineSettings:

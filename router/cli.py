@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from router.config import Config, ConfigError, load_config
 
 EXIT_CONFIG_ERROR = 2
+EXIT_START_FAILED = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +74,7 @@ def _run(arguments: argparse.Namespace) -> int:
     config = _load_or_report(arguments.config)
     if config is None:
         return EXIT_CONFIG_ERROR
-    from router.app import run
+    from router.app import StartupError, run
     from router.logs import configure_logging
 
     configure_logging(config.router.log_format)
@@ -82,6 +83,9 @@ def _run(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_errors(arguments.config, error.errors)
         return EXIT_CONFIG_ERROR
+    except StartupError as error:
+        print(f"cozmox-router: {error}", file=sys.stderr)
+        return EXIT_START_FAILED
     return 0
 
 

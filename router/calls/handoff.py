@@ -53,6 +53,8 @@ class Connector:
             if await self._refer(call, refer_to, []):
                 return HANDED_OFF
         ended = await self._bridge(call, runtime.uri, headers)
+        if ended.by_shutdown:
+            return ended_reasons.ROUTER_SHUTDOWN
         if ended.hung_up_locally:
             return ended_reasons.ASSISTANT_ENDED_CALL
         return ended_reasons.CUSTOMER_ENDED_CALL

@@ -46,7 +46,7 @@ from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route, check_status, static_route, webhook_server
 from router.routing.numbers import dialled_user
-from router.routing.replies import DestinationReply, ErrorReply, Reply
+from router.routing.replies import DestinationReply, ErrorReply, Reply, RouteReply
 from router.routing.table import RoutingTable
 from router.sip.engine import CallGone, SipEngine
 from router.sip.messages import InboundInvite, address_uri, display_name
@@ -167,10 +167,12 @@ class CallPath:
         call.caller_uri = address_uri(invite.from_header)
         call.caller_name = display_name(invite.from_header)
         call.caller_number = dialled_user(invite.from_header)
+        call.dialled_number = dialled_user(invite.request_uri)
         self.calls[call.id] = call
         call.log.info(
             "call.received",
             transport=invite.transport,
+            dialled=call.dialled_number,
             caller=mask_number(
                 call.caller_number or "", config.router.mask_caller_numbers
             ),
@@ -276,8 +278,8 @@ class CallPath:
             caller_sip_uri=call.caller_uri,
             sip_headers=call.invite.x_headers,
         )
-        reply = await self._assistant_requests.request(request, server)
-        call.log.info("call.assistant_request_replied", reply=type(reply).__name__)
+        reply = await self._assistant_requests.request(request, server, call.log)
+        call.log.info("call.assistant_request_replied", reply=_reply_kind(reply))
         return reply
 
     async def _hand_off(self, call: CallRecord, config: Config, route: Route) -> None:
@@ -386,6 +388,14 @@ class CallPath:
             duration_seconds=round(duration, 3) if duration is not None else None,
             destination=call.destination.get("type") if call.destination else None,
         )
+
+
+def _reply_kind(reply: Reply) -> str:
+    if isinstance(reply, RouteReply):
+        return reply.route.kind
+    if isinstance(reply, DestinationReply):
+        return "destination"
+    return "error"
 
 
 def _may_dial(config: Config, number: PhoneNumber) -> bool:

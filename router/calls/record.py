@@ -53,6 +53,7 @@ class CallRecord:
     ended_reason: str | None = None
     sip_status: int | None = None
     caller_number: str | None = None
+    dialled_number: str | None = None
     caller_name: str | None = None
     caller_uri: str | None = None
 
@@ -95,6 +96,7 @@ class CallRecord:
             "createdAt": self.created_at.isoformat().replace("+00:00", "Z"),
             "phoneCallProviderId": self.invite.call_id,
             "phoneNumberId": self.number.id if self.number else None,
+            "dialledNumber": self.dialled_number,
             "credentialId": self.trunk.id if self.trunk else None,
             "customer": {
                 "number": self.caller_number,

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import queue
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,10 @@ _EVENT_WAIT_MS = 2
 
 class CallGone(Exception):
     """The call ended before the operation reached it."""
+
+
+class SipStartError(Exception):
+    """The SIP stack could not start, for example a port already in use."""
 
 
 class NoCallSlot(Exception):
@@ -88,6 +94,7 @@ class LegEnded:
     reason: str
     hung_up_locally: bool
     was_answered: bool
+    by_shutdown: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ class _LogWriter(pj.LogWriter):
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see _guarded().
         with contextlib.suppress(BaseException):
-            log.warning("sip.stack_log", level=entry.level, text=entry.msg.strip())
+            log.warning("sip.stack_log", pj_level=entry.level, text=entry.msg.strip())
 
 
 class _RouterCall(pj.Call):
@@ -206,6 +213,7 @@ class SipEngine:
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
         self.slots_used = 0
         self.legs_reserved = 0
+        self._shutting_down = False
         self._dialing: pj.Call | None = None
         self._dial_failure: tuple[int, str] | None = None
 
@@ -234,8 +242,11 @@ class SipEngine:
     def _run(self) -> None:
         try:
             self._create_library()
-        except BaseException as error:  # reported to start() and re-raised
-            self._start_error = error
+        except (pj.Error, SipStartError) as error:
+            # The library and every pjsua2 object must die on this thread:
+            # destroyed anywhere else, they abort the process.
+            self._start_error = SipStartError(_describe(error))
+            self._destroy_library()
             self._started.set()
             return
         self._started.set()
@@ -248,7 +259,11 @@ class SipEngine:
 
     def _create_library(self) -> None:
         endpoint = _Endpoint(self)
-        endpoint.libCreate()
+        self._endpoint = endpoint
+        # pjlib prints a few lines to stdout in libCreate(), before any log
+        # setting applies; libInit() then routes its log to _LogWriter.
+        with _stdout_silenced():
+            endpoint.libCreate()
         config = pj.EpConfig()
         config.uaConfig.threadCnt = 0
         config.uaConfig.mainThreadOnly = False
@@ -271,7 +286,6 @@ class SipEngine:
         )
         endpoint.libInit(config)
         endpoint.audDevManager().setNullDev()
-        self._endpoint = endpoint
         self._bind_transports(endpoint)
         endpoint.libStart()
         self._account = self._create_account()
@@ -284,7 +298,16 @@ class SipEngine:
             config.boundAddress = "" if address.host == "0.0.0.0" else address.host
             if self.settings.public_host:
                 config.publicAddress = self.settings.public_host
-            transport_id = endpoint.transportCreate(kinds[address.transport], config)
+            try:
+                transport_id = endpoint.transportCreate(
+                    kinds[address.transport], config
+                )
+            except pj.Error as error:
+                raise SipStartError(
+                    f"cannot listen for SIP on {address.transport} "
+                    f"{address.host}:{address.port}: {error.reason}; check that "
+                    "no other process uses that port (router.sip.listen)"
+                ) from None
             info = endpoint.transportGetInfo(transport_id)
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
@@ -311,14 +334,21 @@ class SipEngine:
         endpoint = self._endpoint
         if endpoint is None:
             return
+        self._shutting_down = True
+        for leg in self._calls.values():
+            leg.hanging_up = True
         try:
             endpoint.hangupAllCalls()
+            # Let the BYEs and CANCELs go out and the legs disconnect.
             for _ in range(50):
                 if not self._calls:
                     break
                 endpoint.libHandleEvents(10)
-            self._calls.clear()
-            self._account = None
+        except pj.Error as error:
+            log.error("sip.hangup_all_failed", error=error.info())
+        self._calls.clear()
+        self._account = None
+        try:
             endpoint.libDestroy()
         except pj.Error as error:
             log.error("sip.shutdown_failed", error=error.info())
@@ -526,6 +556,7 @@ class SipEngine:
             reason=info.lastReason,
             hung_up_locally=leg.hanging_up,
             was_answered=leg.answered,
+            by_shutdown=self._shutting_down,
         )
         self._post(self._resolve_ended, leg.key, ended)
         # A bridged pair ends together: the first BYE hangs up the other leg.
@@ -548,11 +579,10 @@ class SipEngine:
         peer = self._calls.get(leg.peer.slot)
         if peer is None or peer.key != leg.peer:
             return
-        try:
-            ours = call.getAudioMedia(-1)
-            theirs = peer.call.getAudioMedia(-1)
-        except pj.Error:
-            return  # the other side's media is not active yet
+        ours = _active_audio(call)
+        theirs = _active_audio(peer.call)
+        if ours is None or theirs is None:
+            return  # the other leg's media is not up yet: its callback connects
         ours.startTransmit(theirs)
         theirs.startTransmit(ours)
 
@@ -584,6 +614,36 @@ class SipEngine:
         statuses = self._transfers.get(key)
         if statuses is not None:
             statuses.put_nowait(status)
+
+
+def _active_audio(call: pj.Call) -> pj.AudioMedia | None:
+    """Return the call's active audio media, or None while it has none."""
+    for index, media in enumerate(call.getInfo().media):
+        if (
+            media.type == pj.PJMEDIA_TYPE_AUDIO
+            and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+        ):
+            return call.getAudioMedia(index)
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, pj.Error):
+        return f"{error.title}: {error.reason}"
+    return str(error)
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
