@@ -113,6 +113,7 @@ class Router:
         )
         self.calls.on_ended = self._remember
         self.engine.on_invite = self.calls.on_invite
+        self.engine.classifier = self.calls.classify
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
         try:
@@ -231,7 +232,8 @@ def _engine_settings(config: Config) -> EngineSettings:
 def probe_and_check(config: Config) -> SipLimits:
     """Probe the SIP build's limits and check the config against them."""
     limits = probe_limits(requested_max_calls(config))
-    errors = check_limits(config, limits.max_accounts)
+    # The router's second local account (no RTP sockets) takes one more.
+    errors = check_limits(config, limits.max_accounts - 1)
     if errors:
         raise ConfigError(errors)
     return limits

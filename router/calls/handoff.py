@@ -126,7 +126,9 @@ class Connector:
         self, call: CallRecord, target: str, headers: list[tuple[str, str]]
     ) -> Any:
         try:
-            leg = await self._engine.dial(target, headers, peer=call.invite.key)
+            leg = await self._engine.dial(
+                target, headers, peer=call.invite.key, reserved=call.leg_reserved
+            )
         except NoCallSlot as error:
             raise RuntimeRejected(503, str(error)) from error
         except DialFailed as error:

@@ -32,6 +32,7 @@ from router.calls.record import CallRecord, CallState
 from router.config import Config, PhoneNumber
 from router.errors import (
     CallFailed,
+    CallRejected,
     ConcurrencyLimitReached,
     Draining,
     MessageTooLarge,
@@ -48,8 +49,13 @@ from router.routing.decision import Route, check_status, static_route, webhook_s
 from router.routing.numbers import dialled_user
 from router.routing.replies import DestinationReply, ErrorReply, Reply, RouteReply
 from router.routing.table import RoutingTable
-from router.sip.engine import CallGone, SipEngine
-from router.sip.messages import InboundInvite, address_uri, display_name
+from router.sip.engine import CallGone, InviteVerdict, SipEngine
+from router.sip.messages import (
+    InboundInvite,
+    SipRequest,
+    address_uri,
+    display_name,
+)
 from router.webhooks.assistant_request import (
     AssistantRequestClient,
     AssistantRequestInput,
@@ -102,6 +108,31 @@ class CallPath:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
 
+    def classify(self, request: SipRequest, source_ip: str) -> InviteVerdict:
+        """Decide what an INVITE needs before pjsua creates its media.
+
+        Runs on the pjsua2 owner thread and only reads. A verdict of steps
+        2 to 4 is sent at once; a call that can only be redirected needs no
+        RTP sockets. `handle()` later runs the same steps for the logs and
+        metrics and reaches the same verdict.
+        """
+        if self.draining:
+            return InviteVerdict(media=False)
+        routing = self._routing()
+        try:
+            trunks = routing.table.match_trunks(
+                source_ip, _uri_host(request.request_uri)
+            )
+            number = routing.table.find_number(
+                trunks,
+                dialled_user(request.request_uri),
+                dialled_user(request.header("to") or ""),
+            )
+            check_status(number)
+        except CallRejected as verdict:
+            return InviteVerdict(media=False, final=final_response(verdict))
+        return InviteVerdict(media=_may_dial(routing.config, number))
+
     # ----- the path -------------------------------------------------------------
 
     async def handle(self, invite: InboundInvite) -> None:
@@ -145,6 +176,9 @@ class CallPath:
         self._identify_trunk(call, routing)
         number = self._find_number(call, routing)
         self._check_status(call, number)
+        if call.invite.pre_rejected:
+            # The engine rejected it from a config that a reload replaced.
+            raise RouterFault("rejected before a config reload, routable after")
         self._reserve_leg(call, routing.config, number)
         await self._ring(call)
         try:
@@ -183,17 +217,14 @@ class CallPath:
         """Step 1: refuse what the router cannot take (503 or 513)."""
         if self.draining:
             raise Draining()
+        if call.invite.pre_rejected == ConcurrencyLimitReached.sip_status:
+            raise ConcurrencyLimitReached("the INVITE took the last call slot")
         if call.invite.truncated:
             raise MessageTooLarge(
                 f"body of {call.invite.body_bytes} bytes, "
                 f"Content-Length {call.invite.content_length}"
             )
         config = self._routing().config
-        slots = self._engine.limits.max_calls
-        # pjsua answers 486 by itself once every slot is taken, so the last
-        # free slot is kept for the router's own 503: this INVITE took it.
-        if self._engine.slots_used >= slots:
-            raise ConcurrencyLimitReached(f"all {slots} call slots are in use")
         if self.active_calls > config.router.max_concurrent_calls:
             raise ConcurrencyLimitReached(
                 f"maxConcurrentCalls {config.router.max_concurrent_calls} reached"
@@ -209,6 +240,8 @@ class CallPath:
         """
         if not _may_dial(config, number):
             return
+        if not call.invite.has_media:
+            raise ConcurrencyLimitReached("no socket was free for the call's media")
         if not self._engine.reserve_leg():
             raise ConcurrencyLimitReached(
                 f"no call slot for an outbound leg: {self._engine.slots_used} "
@@ -346,6 +379,8 @@ class CallPath:
         call.ended_reason = error.ended_reason
         call.sip_status = error.sip_status
         key = call.invite.key
+        if call.invite.pre_rejected:
+            return
         try:
             if call.answered:
                 await self._engine.hangup(key, 0, [reason_header(error)])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import queue
@@ -30,14 +31,17 @@ from typing import Any
 import pjsua2 as pj
 import structlog
 
+from router.errors import ConcurrencyLimitReached, FinalResponse, final_response
 from router.sip.limits import SipLimits
 from router.sip.messages import (
     CallKey,
     InboundInvite,
     MalformedRequest,
+    SipRequest,
     parse_request,
     split_host_port,
 )
+from router.sip.sockets import SocketBudget
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +91,14 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class InviteVerdict:
+    """What the call path decided from an INVITE before pjsua took it."""
+
+    media: bool
+    final: FinalResponse | None = None
+
+
+@dataclass(frozen=True)
 class LegEnded:
     """The end of a call leg: final status and who hung up first."""
 
@@ -116,6 +128,7 @@ class _Leg:
     peer: CallKey | None = None
     answered: bool = False
     hanging_up: bool = False
+    media: bool = False
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -171,6 +184,12 @@ class _RouterAccount(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
         self._engine._on_incoming_call(self, prm)
 
+    @_guarded
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:  # noqa: N802
+        # pjsua accepts presence subscriptions by default and then sends
+        # NOTIFYs to any Contact, which a spoofed source could aim anywhere.
+        prm.code = 403
+
 
 class _Endpoint(pj.Endpoint):
     def __init__(self, engine: SipEngine):
@@ -180,6 +199,10 @@ class _Endpoint(pj.Endpoint):
     @_guarded
     def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802
         self._engine._on_rejected_by_pjsua(prm.statusCode)
+
+    @_guarded
+    def onSelectAccount(self, prm: pj.OnSelectAccountParam) -> None:  # noqa: N802
+        self._engine._on_select_account(prm)
 
 
 class SipEngine:
@@ -209,6 +232,15 @@ class SipEngine:
         self._answered: dict[CallKey, asyncio.Future[None]] = {}
         self._transfers: dict[CallKey, asyncio.Queue[TransferStatus]] = {}
         self.on_invite: Callable[[InboundInvite], None] = lambda invite: None
+        # Decides on the owner thread, before pjsua creates the call's media
+        # transport: a verdict to send at once, or whether the call may need
+        # real RTP (a bridge) or can do with the loop media transport.
+        self.classifier: Callable[[SipRequest, str], InviteVerdict] = (
+            lambda request, source_ip: InviteVerdict(media=True)
+        )
+        self._verdict: tuple[str, InviteVerdict] | None = None
+        self.sockets = SocketBudget(limits.max_sockets)
+        self._quiet_account: _RouterAccount | None = None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
         self.slots_used = 0
@@ -288,7 +320,8 @@ class SipEngine:
         endpoint.audDevManager().setNullDev()
         self._bind_transports(endpoint)
         endpoint.libStart()
-        self._account = self._create_account()
+        self._account = self._create_account(loop_media=False)
+        self._quiet_account = self._create_account(loop_media=True)
 
     def _bind_transports(self, endpoint: pj.Endpoint) -> None:
         kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
@@ -312,13 +345,19 @@ class SipEngine:
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
 
-    def _create_account(self) -> _RouterAccount:
+    def _create_account(self, loop_media: bool) -> _RouterAccount:
+        """Create the router's local account, with or without RTP sockets.
+
+        Calls that are rejected or redirected never carry audio, so they
+        take the account whose loop media transport opens no socket.
+        """
         first = self.bound[0]
         host = self.settings.public_host or first.host
         if host == "0.0.0.0":
             host = "127.0.0.1"
         config = pj.AccountConfig()
         config.idUri = f"sip:router@{host}:{first.port}"
+        config.mediaConfig.useLoopMedTp = loop_media
         media = config.mediaConfig.transportConfig
         media.port = self.settings.rtp_port_start
         media.portRange = self.settings.rtp_port_count
@@ -327,7 +366,7 @@ class SipEngine:
         if self.settings.public_host:
             media.publicAddress = self.settings.public_host
         account = _RouterAccount(self)
-        account.create(config, True)
+        account.create(config, not loop_media)
         return account
 
     def _destroy_library(self) -> None:
@@ -348,6 +387,7 @@ class SipEngine:
             log.error("sip.hangup_all_failed", error=error.info())
         self._calls.clear()
         self._account = None
+        self._quiet_account = None
         try:
             endpoint.libDestroy()
         except pj.Error as error:
@@ -447,10 +487,17 @@ class SipEngine:
         return statuses
 
     async def dial(
-        self, target: str, headers: list[tuple[str, str]], peer: CallKey | None
+        self,
+        target: str,
+        headers: list[tuple[str, str]],
+        peer: CallKey | None,
+        reserved: bool = False,
     ) -> CallKey:
-        """Start an outbound leg to `target`, linked to `peer` for media."""
-        return await self._submit(self._dial_op, target, headers, peer)
+        """Start an outbound leg to `target`, linked to `peer` for media.
+
+        `reserved` says the caller holds a slot from `reserve_leg()`.
+        """
+        return await self._submit(self._dial_op, target, headers, peer, reserved)
 
     async def wait_answered(self, key: CallKey) -> None:
         """Wait until the outbound leg `key` is answered (CONFIRMED)."""
@@ -486,11 +533,17 @@ class SipEngine:
         leg = self._leg(key)
         leg.call.xfer(target, _call_op(0, None, headers))
 
-    def _dial_op(self, target: str, headers: list, peer: CallKey | None) -> CallKey:
+    def _dial_op(
+        self, target: str, headers: list, peer: CallKey | None, reserved: bool
+    ) -> CallKey:
         # Keep one slot free so that a new INVITE gets the router's 503, not
-        # pjsua's own 486 Busy Here.
-        if len(self._calls) + 1 >= self.limits.max_calls:
+        # pjsua's own 486 Busy Here. A reserved leg was counted against that
+        # rule already; an INVITE about to be rejected may hold its slot.
+        spare = 0 if reserved else 1
+        if len(self._calls) + 1 > self.limits.max_calls - spare:
             raise NoCallSlot("no call slot is free for an outbound leg")
+        if not self.sockets.can_open(1):
+            raise NoCallSlot("no socket is free for an outbound leg's media")
         call = _RouterCall(self, self._account, pj.PJSUA_INVALID_ID)
         parameters = _call_op(0, None, headers)
         parameters.opt.audioCount = 1
@@ -498,13 +551,16 @@ class SipEngine:
         self._dialing, self._dial_failure = call, None
         try:
             call.makeCall(target, parameters)
+        except pj.Error as error:
+            raise DialFailed(500, error.reason) from None
         finally:
             self._dialing = None
         if self._dial_failure is not None:
             status, reason = self._dial_failure
             raise DialFailed(status, reason)
         key = CallKey(call.getId(), next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer)
+        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer, media=True)
+        self.sockets.opened()
         if peer is not None and peer.slot in self._calls:
             self._calls[peer.slot].peer = key
         self.slots_used = len(self._calls)
@@ -518,19 +574,66 @@ class SipEngine:
         # pjsua answers 500 unless a Call object exists when this returns.
         call = _RouterCall(self, account, prm.callId)
         key = CallKey(prm.callId, next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=True)
+        media = account is self._account
+        verdict = self._take_verdict(prm.rdata.wholeMsg)
+        self._calls[key.slot] = _Leg(call, key, inbound=True, media=media)
         self.slots_used = len(self._calls)
+        if media:
+            self.sockets.opened()
         try:
             invite = _read_invite(key, prm.rdata.wholeMsg, prm.rdata.srcAddress)
         except (MalformedRequest, UnicodeError) as error:
             self._post(self.on_unreadable_invite, str(error))
             self._ops.put(lambda: self._hangup_quietly(key, 400))
             return
+        invite = dataclasses.replace(invite, has_media=media)
+        response = verdict.final if verdict else None
+        if self.slots_used >= self.limits.max_calls:
+            # This INVITE took the last, spare slot.
+            response = final_response(ConcurrencyLimitReached())
+        if response is not None:
+            # Reject at once, without waiting for asyncio, so a burst frees
+            # its slots before the next INVITE meets pjsua's own 486. The
+            # call path still logs and counts the call.
+            invite = dataclasses.replace(invite, pre_rejected=response.status)
+            self._ops.put(
+                lambda: self._hangup_quietly(key, response.status, response.headers)
+            )
         self._post(self.on_invite, invite)
 
-    def _hangup_quietly(self, key: CallKey, status: int) -> None:
+    def _on_select_account(self, prm: pj.OnSelectAccountParam) -> None:
+        """Pick the account, so the media transport, of a new request."""
+        if self._quiet_account is None or self._account is None:
+            return
+        media = False
+        try:
+            request = parse_request(prm.rdata.wholeMsg)
+        except (MalformedRequest, UnicodeError):
+            request = None
+        if request is not None and request.method == "INVITE":
+            source_ip, _ = split_host_port(prm.rdata.srcAddress)
+            media = len(self._calls) + 1 < self.limits.max_calls and (
+                self.sockets.can_open(2)
+            )
+            verdict = self.classifier(request, source_ip)
+            media = media and verdict.media and verdict.final is None
+            self._verdict = (request.header("call-id") or "", verdict)
+        chosen = self._account if media else self._quiet_account
+        prm.accountIndex = chosen.getId()
+
+    def _take_verdict(self, raw: str) -> InviteVerdict | None:
+        """Return the verdict `_on_select_account` took for this INVITE."""
+        verdict, self._verdict = self._verdict, None
+        if verdict is None:
+            return None
+        call_id, found = verdict
+        return found if f"{call_id}" in raw else None
+
+    def _hangup_quietly(
+        self, key: CallKey, status: int, headers: list | None = None
+    ) -> None:
         with contextlib.suppress(CallGone, pj.Error):
-            self._hangup_op(key, status, None, [])
+            self._hangup_op(key, status, None, headers or [])
 
     def _on_call_state(self, call: _RouterCall) -> None:
         slot = call.getId()
@@ -551,6 +654,8 @@ class SipEngine:
     def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
         del self._calls[leg.key.slot]
         self.slots_used = len(self._calls)
+        if leg.media:
+            self.sockets.closed()
         ended = LegEnded(
             status_code=info.lastStatusCode,
             reason=info.lastReason,
