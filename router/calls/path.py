@@ -45,7 +45,7 @@ from router.logs import mask_number
 from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route, check_status, static_route, webhook_server
-from router.routing.numbers import dialled_user
+from router.routing.numbers import dialled_user, uri_host
 from router.routing.replies import DestinationReply, ErrorReply, Reply
 from router.routing.table import RoutingTable
 from router.sip.engine import CallGone, SipEngine
@@ -216,7 +216,7 @@ class CallPath:
 
     def _identify_trunk(self, call: CallRecord, routing: Routing) -> None:
         """Step 2: the source address must belong to an inbound gateway."""
-        host = _uri_host(call.invite.request_uri)
+        host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
         call.log.info("call.trunk_matched", trunks=[t.id for t in call.trunks])
 
@@ -399,19 +399,6 @@ def _may_dial(config: Config, number: PhoneNumber) -> bool:
         return True
     fallback = number.fallback_destination
     return fallback is not None and fallback.transfer_plan.sip_verb != "redirect"
-
-
-def _uri_host(uri: str) -> str | None:
-    """Return the host of a SIP URI, or None for other URIs."""
-    scheme, _, rest = uri.partition(":")
-    if scheme.lower() not in ("sip", "sips"):
-        return None
-    host = rest.rpartition("@")[2]
-    for stop in (";", "?", ">"):
-        host = host.split(stop, 1)[0]
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _quoted(text: str) -> str:
