@@ -237,6 +237,8 @@ class CallPath:
 
     async def _ring(self, call: CallRecord) -> None:
         """Step 5: send 180 Ringing."""
+        transport = call.invite.transport
+        self._metrics.sip_invites_accepted.labels(transport=transport).inc()
         await self._engine.ring(call.invite.key)
         call.set_state(CallState.RINGING)
 
