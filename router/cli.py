@@ -78,7 +78,7 @@ def _run(arguments: argparse.Namespace) -> int:
 
     configure_logging(config.router.log_format)
     try:
-        asyncio.run(run(config))
+        asyncio.run(run(config, arguments.config))
     except ConfigError as error:
         _print_errors(arguments.config, error.errors)
         return EXIT_CONFIG_ERROR

@@ -20,6 +20,7 @@ engine, which owns pjsua2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from router.errors import (
     NoRouteOrServer,
     RouterError,
     RouterFault,
+    ShutDown,
     final_response,
     reason_header,
 )
@@ -84,6 +86,9 @@ class CallPath:
         self._tasks: set[asyncio.Task] = set()
         self.calls: dict[str, CallRecord] = {}
         self.draining = False
+        # Calls that the router ended at shutdown, with whether each had
+        # been answered then: their steps may still finish before `_end`.
+        self._shut_down: dict[str, bool] = {}
         self.on_ended: Callable[[CallRecord], None] = lambda call: None
 
     @property
@@ -97,10 +102,37 @@ class CallPath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait_idle(self, timeout_seconds: float) -> None:
-        """Wait until every call in progress has ended, at most a while."""
+    async def wait_idle(self, timeout_seconds: float) -> bool:
+        """Wait until every call in progress has ended, at most a while.
+
+        Returns whether no call is left.
+        """
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
+        return not self._tasks
+
+    async def shut_down_calls(self) -> int:
+        """End every call in progress: 503 before an answer, BYE after one.
+
+        Returns the number of calls ended. Their `call.ended` events carry
+        `call.in-progress.error-router-shut-down`.
+        """
+        calls = list(self.calls.values())
+        for call in calls:
+            self._shut_down[call.id] = call.answered
+        await asyncio.gather(
+            *(self._hang_up_at_shutdown(call) for call in calls),
+            return_exceptions=True,
+        )
+        return len(calls)
+
+    async def _hang_up_at_shutdown(self, call: CallRecord) -> None:
+        error = ShutDown("the drain time ran out")
+        if not call.answered:
+            await self._fail_well(call, error)
+            return
+        with contextlib.suppress(CallGone):
+            await self._engine.hangup(call.invite.key, 0, [reason_header(error)])
 
     # ----- the path -------------------------------------------------------------
 
@@ -362,6 +394,7 @@ class CallPath:
     def _end(self, call: CallRecord) -> None:
         """Step 10: one summary event and the metrics of the finished call."""
         release_leg(self._engine, call)
+        self._apply_shutdown_verdict(call)
         call.set_state(CallState.ENDED)
         self.calls.pop(call.id, None)
         self.on_ended(call)
@@ -388,6 +421,15 @@ class CallPath:
             duration_seconds=round(duration, 3) if duration is not None else None,
             destination=call.destination.get("type") if call.destination else None,
         )
+
+    def _apply_shutdown_verdict(self, call: CallRecord) -> None:
+        answered = self._shut_down.pop(call.id, None)
+        if answered is None:
+            return
+        call.ended_reason = ShutDown.ended_reason
+        if not answered:
+            call.outcome = ShutDown.outcome
+            call.sip_status = ShutDown.sip_status
 
 
 def _may_dial(config: Config, number: PhoneNumber) -> bool:

@@ -57,3 +57,5 @@ RUNTIME_REJECTED = "call.start.error-runtime-rejected"
 RUNTIME_UNREACHABLE = "call.start.error-runtime-timeout"
 TRANSFER_FAILED = "call.forwarding.error-transfer-failed"
 ROUTER_FAULT = "call.start.error-router-fault"
+# A call still in progress when the drain time after SIGTERM ran out.
+ROUTER_SHUT_DOWN = "call.in-progress.error-router-shut-down"

@@ -188,6 +188,10 @@ class SipEngine:
         self.limits = limits
         self._loop = loop
         self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Set once the owner thread has stopped taking operations; guarded by
+        # the lock so that no operation is queued after the last one ran.
+        self._closed = False
+        self._ops_lock = threading.Lock()
         self._calls: dict[int, _Leg] = {}
         self._serials = itertools.count(1)
         self._thread: threading.Thread | None = None
@@ -245,6 +249,13 @@ class SipEngine:
                 self._run_queued_operations()
         finally:
             self._destroy_library()
+            # Operations still queued now find no call and fail with
+            # CallGone, so no task waits for them past shutdown.
+            with self._ops_lock:
+                self._closed = True
+            self._calls.clear()
+            self._account = None
+            self._run_queued_operations()
 
     def _create_library(self) -> None:
         endpoint = _Endpoint(self)
@@ -345,7 +356,11 @@ class SipEngine:
             else:
                 self._post(_set_result, future, result)
 
-        self._ops.put(operation)
+        with self._ops_lock:
+            if not self._closed:
+                self._ops.put(operation)
+                return future
+        future.set_exception(CallGone("the SIP stack has stopped"))
         return future
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
@@ -457,6 +472,8 @@ class SipEngine:
         leg.call.xfer(target, _call_op(0, None, headers))
 
     def _dial_op(self, target: str, headers: list, peer: CallKey | None) -> CallKey:
+        if self._account is None:
+            raise CallGone("the SIP stack has stopped")
         # Keep one slot free so that a new INVITE gets the router's 503, not
         # pjsua's own 486 Busy Here.
         if len(self._calls) + 1 >= self.limits.max_calls:

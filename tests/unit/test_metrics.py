@@ -126,9 +126,7 @@ def test_metrics_count_reload_results(metrics):
         "cozmox_router_config_reloads_total", {"result": "rejected"}
     )
     assert rejected == 1
-    assert (
-        registry.get_sample_value("cozmox_router_config_last_reload_successful") == 0
-    )
+    assert registry.get_sample_value("cozmox_router_config_last_reload_successful") == 0
 
     metrics.count_reload(applied=True)
 
@@ -136,9 +134,7 @@ def test_metrics_count_reload_results(metrics):
         "cozmox_router_config_reloads_total", {"result": "applied"}
     )
     assert applied == 1
-    assert (
-        registry.get_sample_value("cozmox_router_config_last_reload_successful") == 1
-    )
+    assert registry.get_sample_value("cozmox_router_config_last_reload_successful") == 1
 
 
 def test_metrics_fresh_registries_do_not_clash():
