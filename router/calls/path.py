@@ -310,7 +310,7 @@ class CallPath:
             caller_sip_uri=call.caller_uri,
             sip_headers=call.invite.x_headers,
         )
-        reply = await self._assistant_requests.request(request, server)
+        reply = await self._assistant_requests.request(request, server, config)
         call.log.info("call.assistant_request_replied", reply=type(reply).__name__)
         return reply
 

@@ -134,7 +134,9 @@ class _LogWriter(pj.LogWriter):
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see _guarded().
         with contextlib.suppress(BaseException):
-            log.warning("sip.stack_log", level=entry.level, text=entry.msg.strip())
+            log.warning(
+                "sip.stack_log", stack_level=entry.level, text=entry.msg.strip()
+            )
 
 
 class _RouterCall(pj.Call):
