@@ -72,6 +72,7 @@ class Router:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self._routing = Routing(config, RoutingTable.from_config(config))
+        self.metrics.max_concurrent_calls.set(config.router.max_concurrent_calls)
         self.reload_listeners: list[ReloadListener] = []
         self.stop_listeners: list[Callable[[], Awaitable[None]]] = []
         self._reload_lock = asyncio.Lock()
@@ -187,6 +188,7 @@ class Router:
         new, restart_required = keep_restart_only_settings(old, new)
         self._routing = Routing(new, RoutingTable.from_config(new))
         self.metrics.count_reload(applied=True)
+        self.metrics.max_concurrent_calls.set(new.router.max_concurrent_calls)
         if restart_required:
             log.warning("config.restart_required", settings=restart_required)
         log.info(

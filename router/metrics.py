@@ -133,6 +133,12 @@ class Metrics:
             "Calls in progress, from the first INVITE to the end of the call.",
             registry=registry,
         )
+        self.max_concurrent_calls = Gauge(
+            PREFIX + "max_concurrent_calls",
+            "Calls the router takes at once (router.maxConcurrentCalls); "
+            "new calls past it get 503.",
+            registry=registry,
+        )
         self.call_setup_seconds = Histogram(
             PREFIX + "call_setup_seconds",
             "Time in seconds from the INVITE to the call's handoff, transfer "

@@ -12,6 +12,7 @@ EXPECTED = {
     "cozmox_router_sip_invites_rejected": ("counter", {"status"}),
     "cozmox_router_calls": ("counter", {"outcome", "ended_reason"}),
     "cozmox_router_active_calls": ("gauge", set()),
+    "cozmox_router_max_concurrent_calls": ("gauge", set()),
     "cozmox_router_call_setup_seconds": ("histogram", {"outcome"}),
     "cozmox_router_call_duration_seconds": ("histogram", set()),
     "cozmox_router_assistant_request_seconds": ("histogram", {"result"}),
