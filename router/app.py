@@ -38,7 +38,7 @@ log = structlog.get_logger("router.app")
 # an operator can still look a call up just after it ended.
 RECENT_CALLS_KEPT = 1000
 # After the drain time, how long the calls that the router ended may take
-# to receive their final response or BYE answer before the SIP stack stops.
+# to send their final response or their BYE before the SIP stack stops.
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 
@@ -54,11 +54,11 @@ def requested_max_calls(config: Config) -> int:
 class Router:
     """The running daemon: SIP engine, call path and HTTP server.
 
-    Other parts hook into the lifecycle through two lists:
-    `reload_listeners` are called with the old and the new config after a
-    reload was applied (registrations follow the new trunks there), and
-    `stop_listeners` are awaited once the calls have drained, before the
-    SIP stack stops (registrations are removed there).
+    Other parts hook into the lifecycle through two lists. Each of
+    `reload_listeners` is called with the old and the new config after a
+    reload was applied, so registrations can follow the new trunks. Each of
+    `stop_listeners` is awaited once the calls have drained and before the
+    SIP stack stops, so registrations can be removed.
     """
 
     def __init__(

@@ -96,7 +96,7 @@ class ShutDown(CallRejected):
     """The drain time ran out while the call was still in progress.
 
     Before an answer the caller gets 503 with Retry-After, so the carrier
-    can try another router; after one, a BYE with this Reason.
+    can try another router. After one, it gets a BYE with this Reason.
     """
 
     sip_status = 503

@@ -86,8 +86,9 @@ class CallPath:
         self._tasks: set[asyncio.Task] = set()
         self.calls: dict[str, CallRecord] = {}
         self.draining = False
-        # Calls that the router ended at shutdown, with whether each had
-        # been answered then: their steps may still finish before `_end`.
+        # Calls that the router ended at shutdown, mapped to whether each was
+        # answered then. Their steps may still finish before `_end`, which
+        # then applies the shutdown verdict.
         self._shut_down: dict[str, bool] = {}
         self.on_ended: Callable[[CallRecord], None] = lambda call: None
 
