@@ -163,12 +163,16 @@ class CallPath:
         # A final response of our own also ends the leg, maybe before the
         # step that sent it resumes; only the caller's CANCEL or BYE counts.
         caller_hung_up = caller_left.done() and not caller_left.result().hung_up_locally
-        if not steps.done() and not call.answered and caller_hung_up:
+        # A call rejected at shutdown stops its steps too, so it neither
+        # dials the runtime nor waits for the server's reply.
+        shut_down = call.id in self._shut_down
+        if not steps.done() and not call.answered and (caller_hung_up or shut_down):
             steps.cancel()
-            call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
-            call.outcome = "failed"
-            call.sip_status = 487
-            call.log.info("call.caller_hung_up", state=call.state.value)
+            if caller_hung_up:
+                call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
+                call.outcome = "failed"
+                call.sip_status = 487
+                call.log.info("call.caller_hung_up", state=call.state.value)
             await asyncio.gather(steps, return_exceptions=True)
             return
         await steps

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from harness import Daemon, phone_number
 from sipp_runner import SippCall, SippRuntime, requires_sipp, run_sipp, start_sipp
+from webhook_server import WebhookServer
 
 pytestmark = [pytest.mark.integration, requires_sipp]
 
@@ -196,3 +197,39 @@ def test_drain_time_ends_remaining_calls(
     assert ended["outcome"] == "assistant"
     assert ended["ended_reason"] == "call.in-progress.error-router-shut-down"
     assert router.events("router.drain_timed_out")
+
+
+def test_drain_time_rejects_call_still_routing(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    webhooks: WebhookServer,
+    tmp_path: Path,
+) -> None:
+    router_config["router"]["drainSeconds"] = 1
+    router = start_router(router_config)
+    # The server takes longer than the drain time to answer.
+    webhooks.reply("/webhook", {"assistantId": "asst-late"}, delay_seconds=4)
+    call = start_sipp(
+        "uac-expect-503.xml",
+        router.sip_target,
+        ASK_NUMBER,
+        timeout=20,
+        log_dir=tmp_path,
+    )
+    webhooks.wait_for_requests("/webhook", 1)
+
+    router.process.send_signal(signal.SIGTERM)
+
+    result = call.finish()
+    assert result.exit_code == 0, result.describe()
+    assert result.final_response.header("Retry-After") == "30"
+    assert result.final_response.header("Reason") == (
+        'SIP;cause=503;text="call.in-progress.error-router-shut-down"'
+    )
+    assert wait_for_exit(router, timeout=15) == 0
+    ended = router.wait_for_event("call.ended")
+    assert ended["outcome"] == "rejected"
+    assert ended["ended_reason"] == "call.in-progress.error-router-shut-down"
+    assert ended["sip_status"] == 503
+    assert router.events("assistant_request.cancelled")
+    assert router.events("call.router_fault") == []
