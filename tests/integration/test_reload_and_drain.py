@@ -207,7 +207,7 @@ def test_drain_time_rejects_call_still_routing(
 ) -> None:
     router_config["router"]["drainSeconds"] = 1
     router = start_router(router_config)
-    # The server takes longer than the drain time to answer.
+    # The server takes longer than the drain time to reply.
     webhooks.reply("/webhook", {"assistantId": "asst-late"}, delay_seconds=4)
     call = start_sipp(
         "uac-expect-503.xml",
