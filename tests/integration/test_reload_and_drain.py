@@ -233,3 +233,32 @@ def test_drain_time_rejects_call_still_routing(
     assert ended["sip_status"] == 503
     assert router.events("assistant_request.cancelled")
     assert router.events("call.router_fault") == []
+
+
+def test_second_signal_cuts_drain_short(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    runtime: SippRuntime,
+    tmp_path: Path,
+) -> None:
+    router_config["router"]["drainSeconds"] = 60
+    router = start_router(router_config)
+    call = start_sipp(
+        "uac-answered-expect-bye.xml",
+        router.sip_target,
+        STATIC_NUMBER,
+        timeout=20,
+        log_dir=tmp_path,
+    )
+    assert call.wait_for_response(200, timeout=10), call.finish().describe()
+    router.process.send_signal(signal.SIGINT)
+    router.wait_for_event("router.draining")
+
+    router.process.send_signal(signal.SIGINT)
+
+    result = call.finish()
+    assert result.exit_code == 0, result.describe()
+    assert wait_for_exit(router, timeout=10) == 0
+    assert router.events("router.drain_cut_short")
+    ended = router.wait_for_event("call.ended")
+    assert ended["ended_reason"] == "call.in-progress.error-router-shut-down"
