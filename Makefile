@@ -1,6 +1,6 @@
 # Targets for a fresh Debian machine with Python 3.11:
 #   make run    create .venv, install the router, run it on the example config
-#   make test   install SIPp and the test extras, run every test
+#   make test   install SIPp, promtool and the test extras, run every test
 #   make demo   place one real call per route of the example config
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 run: $(VENV)/.installed-run
 	$(BIN)/cozmox-router run -c $(CONFIG)
 
-test: sipp $(VENV)/.installed-test
+test: sipp $(VENV)/.installed-test $(BIN)/promtool
 	$(BIN)/python -m pytest
 
 demo: sipp $(VENV)/.installed-run
@@ -26,6 +26,21 @@ sipp:
 	@command -v sipp >/dev/null || { \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y sip-tester; }
+
+# promtool checks the alert rules and dashboard queries in deploy/. Only the
+# binary is taken from Debian's prometheus package, so no Prometheus server
+# is installed or started.
+$(BIN)/promtool: | $(BIN)/python
+	@if command -v promtool >/dev/null; then \
+		ln -sf "$$(command -v promtool)" $@; \
+	else \
+		tmp=$$(mktemp -d) && cd $$tmp && \
+		{ apt-get download prometheus 2>/dev/null || \
+		  { $(SUDO) apt-get update && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb root && \
+		cp root/usr/bin/promtool $(abspath $@) && \
+		cd $(CURDIR) && rm -rf $$tmp; \
+	fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -4,11 +4,22 @@ Labels are bounded: transports, outcomes, endedReason values, SIP status
 codes, webhook types and results, and trunk ids from the configuration.
 Phone numbers, Call-IDs and URLs are never labels, because each new value
 creates a new time series.
+
+The registry also carries the standard `process_*` metrics (CPU seconds,
+resident memory, open file descriptors), without the router's prefix so
+that ready-made dashboards and alerts find them.
 """
 
+import time
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 
 PREFIX = "cozmox_router_"
 
@@ -40,6 +51,7 @@ ASSISTANT_REQUEST_RESULTS = (
 )
 
 CALL_SLOT_STATES = ("used", "max")
+RELOAD_RESULTS = ("applied", "rejected")
 SIP_LIMITS = ("maxCalls", "maxAccounts", "maxPacketBytes")
 
 
@@ -52,6 +64,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)
         self._create_sip_metrics(registry)
         self._create_call_metrics(registry)
         self._create_webhook_metrics(registry)
@@ -64,6 +77,13 @@ class Metrics:
             ["transport"],
             registry=registry,
         )
+        self.sip_invites_accepted = Counter(
+            PREFIX + "sip_invites_accepted_total",
+            "INVITEs that passed the limits, source, number and status checks "
+            "and were sent 180 Ringing.",
+            ["transport"],
+            registry=registry,
+        )
         self.sip_invites_rejected = Counter(
             PREFIX + "sip_invites_rejected_total",
             "INVITEs answered with a final error response before routing, "
@@ -73,7 +93,8 @@ class Metrics:
         )
         self.sip_call_slots = Gauge(
             PREFIX + "sip_call_slots",
-            "pjsua call slots: used now, and the maximum of the build.",
+            "pjsua call slots, one per SIP call leg: used now, and the maximum "
+            "of the build.",
             ["state"],
             registry=registry,
         )
@@ -110,6 +131,12 @@ class Metrics:
         self.active_calls = Gauge(
             PREFIX + "active_calls",
             "Calls in progress, from the first INVITE to the end of the call.",
+            registry=registry,
+        )
+        self.max_concurrent_calls = Gauge(
+            PREFIX + "max_concurrent_calls",
+            "Calls the router takes at once (router.maxConcurrentCalls); "
+            "new calls past it get 503.",
             registry=registry,
         )
         self.call_setup_seconds = Histogram(
@@ -160,10 +187,33 @@ class Metrics:
     def _create_operation_metrics(self, registry: CollectorRegistry) -> None:
         self.config_reloads = Counter(
             PREFIX + "config_reloads_total",
-            "Configuration reloads on SIGHUP, by result (applied, rejected).",
+            "Configuration reloads by SIGHUP or POST /admin/reload, by result "
+            "(applied, rejected).",
             ["result"],
             registry=registry,
         )
+        self.config_last_reload_successful = Gauge(
+            PREFIX + "config_last_reload_successful",
+            "Whether the last configuration load was applied: 1 yes, 0 no.",
+            registry=registry,
+        )
+        self.config_last_reload_success_seconds = Gauge(
+            PREFIX + "config_last_reload_success_timestamp_seconds",
+            "Unix time in seconds of the last configuration load that was "
+            "applied, at start or by a reload.",
+            registry=registry,
+        )
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success_seconds.set(time.time())
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result=result)
+
+    def count_reload(self, applied: bool) -> None:
+        """Count a reload and record whether the last one was applied."""
+        self.config_reloads.labels(result="applied" if applied else "rejected").inc()
+        self.config_last_reload_successful.set(1 if applied else 0)
+        if applied:
+            self.config_last_reload_success_seconds.set(time.time())
 
     def set_call_slots(self, used: int, maximum: int) -> None:
         """Set the used and maximum call slots of the `sip_call_slots` gauge."""

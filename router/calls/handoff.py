@@ -54,7 +54,7 @@ class Connector:
                 return HANDED_OFF
         ended = await self._bridge(call, runtime.uri, headers)
         if ended.by_shutdown:
-            return ended_reasons.ROUTER_SHUTDOWN
+            return ended_reasons.ROUTER_SHUT_DOWN
         if ended.hung_up_locally:
             return ended_reasons.ASSISTANT_ENDED_CALL
         return ended_reasons.CUSTOMER_ENDED_CALL

@@ -20,6 +20,7 @@ engine, which owns pjsua2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from router.errors import (
     NoRouteOrServer,
     RouterError,
     RouterFault,
+    ShutDown,
     final_response,
     reason_header,
 )
@@ -46,7 +48,7 @@ from router.logs import mask_number
 from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route, check_status, static_route, webhook_server
-from router.routing.numbers import dialled_user
+from router.routing.numbers import dialled_user, uri_host
 from router.routing.replies import DestinationReply, ErrorReply, Reply, RouteReply
 from router.routing.table import RoutingTable
 from router.sip.engine import CallGone, InviteVerdict, SipEngine
@@ -90,6 +92,10 @@ class CallPath:
         self._tasks: set[asyncio.Task] = set()
         self.calls: dict[str, CallRecord] = {}
         self.draining = False
+        # Calls that the router ended at shutdown, mapped to whether each was
+        # answered then. Their steps may still finish before `_end`, which
+        # then applies the shutdown verdict.
+        self._shut_down: dict[str, bool] = {}
         self.on_ended: Callable[[CallRecord], None] = lambda call: None
 
     @property
@@ -103,10 +109,37 @@ class CallPath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait_idle(self, timeout_seconds: float) -> None:
-        """Wait until every call in progress has ended, at most a while."""
+    async def wait_idle(self, timeout_seconds: float) -> bool:
+        """Wait until every call in progress has ended, at most a while.
+
+        Returns whether no call is left.
+        """
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
+        return not self._tasks
+
+    async def shut_down_calls(self) -> int:
+        """End every call in progress: 503 before an answer, BYE after one.
+
+        Returns the number of calls ended. Their `call.ended` events carry
+        `call.in-progress.error-router-shut-down`.
+        """
+        calls = list(self.calls.values())
+        for call in calls:
+            self._shut_down[call.id] = call.answered
+        await asyncio.gather(
+            *(self._hang_up_at_shutdown(call) for call in calls),
+            return_exceptions=True,
+        )
+        return len(calls)
+
+    async def _hang_up_at_shutdown(self, call: CallRecord) -> None:
+        error = ShutDown("the drain time ran out")
+        if not call.answered:
+            await self._fail_well(call, error)
+            return
+        with contextlib.suppress(CallGone):
+            await self._engine.hangup(call.invite.key, 0, [reason_header(error)])
 
     def classify(self, request: SipRequest, source_ip: str) -> InviteVerdict:
         """Decide what an INVITE needs before pjsua creates its media.
@@ -121,7 +154,7 @@ class CallPath:
         routing = self._routing()
         try:
             trunks = routing.table.match_trunks(
-                source_ip, _uri_host(request.request_uri)
+                source_ip, uri_host(request.request_uri)
             )
             number = routing.table.find_number(
                 trunks,
@@ -161,12 +194,16 @@ class CallPath:
         # A final response of our own also ends the leg, maybe before the
         # step that sent it resumes; only the caller's CANCEL or BYE counts.
         caller_hung_up = caller_left.done() and not caller_left.result().hung_up_locally
-        if not steps.done() and not call.answered and caller_hung_up:
+        # A call rejected at shutdown stops its steps too, so it neither
+        # dials the runtime nor waits for the server's reply.
+        shut_down = call.id in self._shut_down
+        if not steps.done() and not call.answered and (caller_hung_up or shut_down):
             steps.cancel()
-            call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
-            call.outcome = "failed"
-            call.sip_status = 487
-            call.log.info("call.caller_hung_up", state=call.state.value)
+            if caller_hung_up:
+                call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
+                call.outcome = "failed"
+                call.sip_status = 487
+                call.log.info("call.caller_hung_up", state=call.state.value)
             await asyncio.gather(steps, return_exceptions=True)
             return
         await steps
@@ -251,7 +288,7 @@ class CallPath:
 
     def _identify_trunk(self, call: CallRecord, routing: Routing) -> None:
         """Step 2: the source address must belong to an inbound gateway."""
-        host = _uri_host(call.invite.request_uri)
+        host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
         call.log.info("call.trunk_matched", trunks=[t.id for t in call.trunks])
 
@@ -272,6 +309,8 @@ class CallPath:
 
     async def _ring(self, call: CallRecord) -> None:
         """Step 5: send 180 Ringing."""
+        transport = call.invite.transport
+        self._metrics.sip_invites_accepted.labels(transport=transport).inc()
         await self._engine.ring(call.invite.key)
         call.set_state(CallState.RINGING)
 
@@ -311,7 +350,7 @@ class CallPath:
             caller_sip_uri=call.caller_uri,
             sip_headers=call.invite.x_headers,
         )
-        reply = await self._assistant_requests.request(request, server, call.log)
+        reply = await self._assistant_requests.request(request, server, config)
         call.log.info("call.assistant_request_replied", reply=_reply_kind(reply))
         return reply
 
@@ -397,6 +436,7 @@ class CallPath:
     def _end(self, call: CallRecord) -> None:
         """Step 10: one summary event and the metrics of the finished call."""
         release_leg(self._engine, call)
+        self._apply_shutdown_verdict(call)
         call.set_state(CallState.ENDED)
         self.calls.pop(call.id, None)
         self.on_ended(call)
@@ -424,6 +464,15 @@ class CallPath:
             destination=call.destination.get("type") if call.destination else None,
         )
 
+    def _apply_shutdown_verdict(self, call: CallRecord) -> None:
+        answered = self._shut_down.pop(call.id, None)
+        if answered is None:
+            return
+        call.ended_reason = ShutDown.ended_reason
+        if not answered:
+            call.outcome = ShutDown.outcome
+            call.sip_status = ShutDown.sip_status
+
 
 def _reply_kind(reply: Reply) -> str:
     if isinstance(reply, RouteReply):
@@ -444,19 +493,6 @@ def _may_dial(config: Config, number: PhoneNumber) -> bool:
         return True
     fallback = number.fallback_destination
     return fallback is not None and fallback.transfer_plan.sip_verb != "redirect"
-
-
-def _uri_host(uri: str) -> str | None:
-    """Return the host of a SIP URI, or None for other URIs."""
-    scheme, _, rest = uri.partition(":")
-    if scheme.lower() not in ("sip", "sips"):
-        return None
-    host = rest.rpartition("@")[2]
-    for stop in (";", "?", ">"):
-        host = host.split(stop, 1)[0]
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _quoted(text: str) -> str:

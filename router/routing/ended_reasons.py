@@ -57,5 +57,5 @@ RUNTIME_REJECTED = "call.start.error-runtime-rejected"
 RUNTIME_UNREACHABLE = "call.start.error-runtime-timeout"
 TRANSFER_FAILED = "call.forwarding.error-transfer-failed"
 ROUTER_FAULT = "call.start.error-router-fault"
-# A call still up when the drain time ran out, hung up by the router.
-ROUTER_SHUTDOWN = "call.ended.router-shutdown"
+# A call still in progress when the drain time after SIGTERM ran out.
+ROUTER_SHUT_DOWN = "call.in-progress.error-router-shut-down"

@@ -154,7 +154,9 @@ class _LogWriter(pj.LogWriter):
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see _guarded().
         with contextlib.suppress(BaseException):
-            log.warning("sip.stack_log", pj_level=entry.level, text=entry.msg.strip())
+            log.warning(
+                "sip.stack_log", stack_level=entry.level, text=entry.msg.strip()
+            )
 
 
 class _RouterCall(pj.Call):
@@ -218,6 +220,10 @@ class SipEngine:
         self.limits = limits
         self._loop = loop
         self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Set once the owner thread has stopped taking operations; guarded by
+        # the lock so that no operation is queued after the last one ran.
+        self._closed = False
+        self._ops_lock = threading.Lock()
         self._calls: dict[int, _Leg] = {}
         self._serials = itertools.count(1)
         self._thread: threading.Thread | None = None
@@ -288,6 +294,13 @@ class SipEngine:
                 self._run_queued_operations()
         finally:
             self._destroy_library()
+            # Operations still queued now find no call and fail with
+            # CallGone, so no task waits for them past shutdown.
+            with self._ops_lock:
+                self._closed = True
+            self._calls.clear()
+            self._account = None
+            self._run_queued_operations()
 
     def _create_library(self) -> None:
         endpoint = _Endpoint(self)
@@ -415,7 +428,11 @@ class SipEngine:
             else:
                 self._post(_set_result, future, result)
 
-        self._ops.put(operation)
+        with self._ops_lock:
+            if not self._closed:
+                self._ops.put(operation)
+                return future
+        future.set_exception(CallGone("the SIP stack has stopped"))
         return future
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
@@ -536,6 +553,8 @@ class SipEngine:
     def _dial_op(
         self, target: str, headers: list, peer: CallKey | None, reserved: bool
     ) -> CallKey:
+        if self._account is None:
+            raise CallGone("the SIP stack has stopped")
         # Keep one slot free so that a new INVITE gets the router's 503, not
         # pjsua's own 486 Busy Here. A reserved leg was counted against that
         # rule already; an INVITE about to be rejected may hold its slot.

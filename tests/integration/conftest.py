@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from harness import Daemon, base_config, free_port, start_daemon
-from sipp_runner import SippRuntime
+from log_scan import leaks
+from sipp_runner import CALLER_NUMBER, SippRuntime
 from webhook_server import WebhookServer
 
 
@@ -49,7 +50,8 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]
     """Return a function that starts the daemon on a config.
 
     Every daemon it started is stopped with SIGTERM at teardown, which
-    fails if the daemon does not exit with status 0.
+    fails if the daemon does not exit with status 0, or if its log output
+    contains a secret of its config or an unmasked caller number.
     """
     started: list[Daemon] = []
 
@@ -67,6 +69,9 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]
             f"daemon exited with status {status} after SIGTERM; stderr:\n"
             f"{daemon.stderr_text()[-5000:]}"
         )
+    for daemon in started:
+        found = leaks(daemon.stderr_text(), daemon.config, [CALLER_NUMBER])
+        assert not found, f"log output of {daemon.stderr_path} contains {found}"
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ from router.metrics import ASSISTANT_REQUEST_RESULTS, Metrics
 # drops the `_total` suffix from counter family names.
 EXPECTED = {
     "cozmox_router_sip_invites_received": ("counter", {"transport"}),
+    "cozmox_router_sip_invites_accepted": ("counter", {"transport"}),
     "cozmox_router_sip_invites_rejected": ("counter", {"status"}),
     "cozmox_router_calls": ("counter", {"outcome", "ended_reason"}),
     "cozmox_router_active_calls": ("gauge", set()),
+    "cozmox_router_max_concurrent_calls": ("gauge", set()),
     "cozmox_router_call_setup_seconds": ("histogram", {"outcome"}),
     "cozmox_router_call_duration_seconds": ("histogram", set()),
     "cozmox_router_assistant_request_seconds": ("histogram", {"result"}),
@@ -22,7 +24,32 @@ EXPECTED = {
     "cozmox_router_sip_call_slots": ("gauge", {"state"}),
     "cozmox_router_sip_limits": ("gauge", {"limit"}),
     "cozmox_router_config_reloads": ("counter", {"result"}),
+    "cozmox_router_config_last_reload_successful": ("gauge", set()),
+    "cozmox_router_config_last_reload_success_timestamp_seconds": ("gauge", set()),
 }
+
+# prometheus_client's ProcessCollector, on Linux.
+PROCESS_METRICS = {
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "process_open_fds",
+    "process_max_fds",
+}
+
+# Words that a help text uses to name the unit of its value: seconds or
+# bytes, the thing a counter or gauge counts, or the meaning of 1 and 0.
+UNIT_WORDS = (
+    "seconds",
+    "bytes",
+    "calls",
+    "slots",
+    "invite",
+    "messages",
+    "reloads",
+    "1 ",
+)
 
 BUCKET_LABELS = {"le"}
 
@@ -34,6 +61,7 @@ def metrics() -> Metrics:
 
 def exercise(metrics: Metrics) -> None:
     metrics.sip_invites_received.labels(transport="udp").inc()
+    metrics.sip_invites_accepted.labels(transport="udp").inc()
     metrics.sip_invites_rejected.labels(status="403").inc()
     metrics.calls.labels(outcome="assistant", ended_reason="customer-ended-call").inc()
     metrics.active_calls.inc()
@@ -70,7 +98,13 @@ def test_metrics_creates_nothing_unexpected(metrics):
     # prometheus_client adds a `_created` gauge to counters and histograms.
     names = {name for name in families(metrics) if not name.endswith("_created")}
 
-    assert names == set(EXPECTED)
+    assert names - PROCESS_METRICS == set(EXPECTED)
+
+
+def test_metrics_include_process_metrics(metrics):
+    names = set(families(metrics))
+
+    assert {"process_cpu_seconds", "process_resident_memory_bytes"} <= names
 
 
 def test_metrics_help_texts_name_units():
@@ -79,6 +113,29 @@ def test_metrics_help_texts_name_units():
     for name, family in exposed.items():
         if name.endswith("_seconds"):
             assert "seconds" in family.documentation, name
+        if name.startswith("cozmox_router_"):
+            help_text = family.documentation.lower()
+            assert any(word in help_text for word in UNIT_WORDS), name
+
+
+def test_metrics_count_reload_results(metrics):
+    registry = metrics.registry
+
+    metrics.count_reload(applied=False)
+
+    rejected = registry.get_sample_value(
+        "cozmox_router_config_reloads_total", {"result": "rejected"}
+    )
+    assert rejected == 1
+    assert registry.get_sample_value("cozmox_router_config_last_reload_successful") == 0
+
+    metrics.count_reload(applied=True)
+
+    applied = registry.get_sample_value(
+        "cozmox_router_config_reloads_total", {"result": "applied"}
+    )
+    assert applied == 1
+    assert registry.get_sample_value("cozmox_router_config_last_reload_successful") == 1
 
 
 def test_metrics_fresh_registries_do_not_clash():
