@@ -14,19 +14,25 @@ from prometheus_client import CollectorRegistry
 
 from router.calls.path import CallPath, Routing
 from router.calls.record import CallRecord
+from router.calls.reports import CallReports
 from router.config import Config, ConfigError, check_limits
 from router.http.server import build_http_app
 from router.metrics import Metrics
 from router.routing.table import RoutingTable
 from router.sip.engine import EngineSettings, ListenAddress, SipEngine
 from router.sip.limits import SipLimits, probe_limits
+from router.speech import Speech
 from router.webhooks.assistant_request import AssistantRequestClient
+from router.webhooks.delivery import WebhookDelivery
 
 log = structlog.get_logger("router.app")
 
 # Ended calls stay readable on the admin API for a while, so a runtime or
 # an operator can still look a call up just after it ended.
 RECENT_CALLS_KEPT = 1000
+# Call paths run their last step on the event loop once the engine has hung
+# their calls up on shutdown; this is plenty for that.
+CALLS_END_AFTER_HANGUP_SECONDS = 1.0
 
 
 def requested_max_calls(config: Config) -> int:
@@ -53,6 +59,7 @@ class Router:
         self.engine: SipEngine | None = None
         self.calls: CallPath | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._webhooks: WebhookDelivery | None = None
         self._http: web.AppRunner | None = None
 
     # ----- HttpState -------------------------------------------------------------
@@ -91,7 +98,7 @@ class Router:
             [call.as_json() for call in self.calls.calls.values()] if self.calls else []
         )
 
-    # ----- lifecycle -------------------------------------------------------------------
+    # ----- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind SIP and HTTP, then mark the router ready."""
@@ -102,8 +109,25 @@ class Router:
         assistant_requests = AssistantRequestClient(
             self._session, lambda: self._routing.config, self.metrics
         )
+        self._webhooks = WebhookDelivery(
+            self._session,
+            lambda: self._routing.config,
+            self.metrics,
+            self.config.router.webhook_delivery,
+        )
+        reports = CallReports(
+            self._webhooks, lambda: self._routing.config, self.metrics
+        )
+        speech = await loop.run_in_executor(
+            None, Speech.start, self.config.router.speech
+        )
         self.calls = CallPath(
-            self.engine, lambda: self._routing, assistant_requests, self.metrics
+            self.engine,
+            lambda: self._routing,
+            assistant_requests,
+            self.metrics,
+            speech,
+            reports,
         )
         self.calls.on_ended = self._remember
         self.engine.on_invite = self.calls.on_invite
@@ -147,11 +171,21 @@ class Router:
             await self.calls.wait_idle(drain_seconds)
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+        await self._flush_webhooks()
         if self._http is not None:
             await self._http.cleanup()
         if self._session is not None:
             await self._session.close()
         log.info("router.stopped")
+
+    async def _flush_webhooks(self) -> None:
+        """Let the reports of the calls just ended go out, for a bounded time."""
+        if self.calls is not None:
+            # Stopping the engine hung up any call left; let their paths end.
+            await self.calls.wait_idle(CALLS_END_AFTER_HANGUP_SECONDS)
+        if self._webhooks is not None:
+            flush_seconds = self.config.router.webhook_delivery.flush_seconds
+            await self._webhooks.flush(flush_seconds)
 
     def _active(self) -> int:
         return self.calls.active_calls if self.calls else 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -89,7 +90,7 @@ class Connector:
     ) -> bool:
         """Answer and REFER; return False when the REFER failed."""
         key = call.invite.key
-        await self._answer(call)
+        await self.answer(call)
         statuses = await self._engine.refer(key, refer_to, headers)
         try:
             async with asyncio.timeout(REFER_TIMEOUT_SECONDS):
@@ -115,7 +116,7 @@ class Connector:
     ) -> LegEnded:
         """Dial `target`, answer the caller when it answers, wait for the end."""
         leg = await self._dial(call, target, headers)
-        await self._answer(call)
+        await self.answer(call)
         call.set_state(CallState.IN_PROGRESS)
         call.log.info("call.bridged", leg_slot=leg.slot)
         return await self._engine.ended(call.invite.key)
@@ -152,7 +153,8 @@ class Connector:
         with contextlib.suppress(CallGone):
             await asyncio.shield(self._engine.hangup(leg))
 
-    async def _answer(self, call: CallRecord) -> None:
+    async def answer(self, call: CallRecord) -> None:
+        """Answer the caller with 200 OK, once; wait for the ACK."""
         if call.answered:
             return
         call.answered = True
@@ -160,6 +162,7 @@ class Connector:
         call.sip_status = 200
         await self._engine.answer(call.invite.key)
         call.answered_monotonic = time.monotonic()
+        call.answered_at = datetime.now(UTC)
 
 
 def release_leg(engine: SipEngine, call: CallRecord) -> None:
