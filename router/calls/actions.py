@@ -96,6 +96,9 @@ class CallActions:
         call.set_state(CallState.FORWARDING, verb=verb)
         if destination.message:
             await self._speak_message(call, destination.message, verb)
+            if self._engine.ended(call.invite.key).done():
+                call.log.info("call.caller_left_during_message")
+                return
         await self._connector.transfer(call, destination)
 
     async def speak(self, call: CallRecord, text: str, *, in_progress: bool) -> bool:
@@ -107,15 +110,17 @@ class CallActions:
         prompt = await self._speech.render(text)
         if prompt is None:
             return False
-        await self._connector.answer(call)
-        if in_progress:
-            call.set_state(CallState.IN_PROGRESS)
         try:
+            await self._connector.answer(call)
+            if in_progress:
+                call.set_state(CallState.IN_PROGRESS)
             await self._engine.play(call.invite.key, str(prompt))
         except PlaybackFailed as error:
             call.log.error("call.playback_failed", error=str(error))
             return False
         except CallGone:
+            # The caller hung up: there is nothing left to say or send.
+            call.log.info("call.caller_left_during_prompt")
             return True
         call.log.info("call.spoken", characters=len(text))
         return True

@@ -19,7 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 from router.calls.record import CallRecord, CallState
-from router.config import NumberDestination, SipDestination, SipTrunkCredential
+from router.config import (
+    Config,
+    NumberDestination,
+    PhoneNumber,
+    SipDestination,
+    SipTrunkCredential,
+)
 from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
 from router.routing import ended_reasons
 from router.routing.decision import Route
@@ -170,6 +176,28 @@ def release_leg(engine: SipEngine, call: CallRecord) -> None:
     if call.leg_reserved:
         call.leg_reserved = False
         engine.release_leg()
+
+
+def may_dial(config: Config, number: PhoneNumber) -> bool:
+    """Return whether the call may place an outbound leg (bridge or dial).
+
+    Only a runtime in `redirect` mode, with a fallback and hook destinations
+    that all redirect without a message, is sure to need none. A message is
+    spoken after an answer, and a REFER that fails then falls back to dial.
+    A transfer destination that a server sends may still dial; the engine
+    refuses the leg if no slot is free.
+    """
+    if config.router.runtime.mode != "redirect":
+        return True
+    destinations = [number.fallback_destination]
+    for hook in number.hooks:
+        actions = hook.do if isinstance(hook.do, list) else [hook.do]
+        destinations += [getattr(action, "destination", None) for action in actions]
+    return any(
+        destination.transfer_plan.sip_verb != "redirect" or destination.message
+        for destination in destinations
+        if destination is not None
+    )
 
 
 def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:

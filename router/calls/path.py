@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 import structlog
 
 from router.calls.actions import ENDING_HOOK, RINGING_HOOK, CallActions
-from router.calls.handoff import Connector, release_leg
+from router.calls.handoff import Connector, may_dial, release_leg
 from router.calls.hooks import ending_action, ringing_action
 from router.calls.record import CallRecord, CallState
 from router.calls.reports import CallReports
@@ -217,7 +217,7 @@ class CallPath:
         Only calls that passed steps 2 to 4 reserve one, so a full router
         still answers unknown sources and numbers with their own verdicts.
         """
-        if not _may_dial(config, number):
+        if not may_dial(config, number):
             return
         if not self._engine.reserve_leg():
             raise ConcurrencyLimitReached(
@@ -398,28 +398,6 @@ class CallPath:
         )
         self._reports.on_ended(call)
         self.on_ended(call)
-
-
-def _may_dial(config: Config, number: PhoneNumber) -> bool:
-    """Return whether the call may place an outbound leg (bridge or dial).
-
-    Only a runtime in `redirect` mode, with a fallback and hook destinations
-    that all redirect without a message, is sure to need none. A message is
-    spoken after an answer, and a REFER that fails then falls back to dial.
-    A transfer destination that a server sends may still dial; the engine
-    refuses the leg if no slot is free.
-    """
-    if config.router.runtime.mode != "redirect":
-        return True
-    destinations = [number.fallback_destination]
-    for hook in number.hooks:
-        actions = hook.do if isinstance(hook.do, list) else [hook.do]
-        destinations += [getattr(action, "destination", None) for action in actions]
-    return any(
-        destination.transfer_plan.sip_verb != "redirect" or destination.message
-        for destination in destinations
-        if destination is not None
-    )
 
 
 def _uri_host(uri: str) -> str | None:

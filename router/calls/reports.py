@@ -92,10 +92,9 @@ class CallReports:
             call.log.warning("call.inline_server_invalid", detail=str(error))
 
     def _send(self, call: CallRecord, build: Callable[[], dict[str, Any]]) -> None:
-        server = message_server(call, self._config_provider())
-        if server is None:
-            return
         try:
-            self._delivery.send(call.id, build(), server)
+            server = message_server(call, self._config_provider())
+            if server is not None:
+                self._delivery.send(call.id, build(), server)
         except Exception:  # noqa: BLE001 - a report must never fail the call
             call.log.exception("webhook.queue_failed")

@@ -96,7 +96,9 @@ class WebhookDeliverySettings(ConfigModel):
 class SpeechSettings(ConfigModel):
     """Text-to-speech of the `say` action, `error` replies and transfer messages."""
 
-    voice: str = Field("en", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_+-]+$")
+    voice: str = Field(
+        "en", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*$"
+    )
     """An espeak-ng voice name, such as `en`, `en-us` or `de`."""
     sample_rate: Literal[8000, 16000] = 16000
     """Hz of the rendered WAV files; pjsua resamples them for the call's codec."""

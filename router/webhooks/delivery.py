@@ -93,6 +93,7 @@ class WebhookDelivery:
         self._in_flight = asyncio.Semaphore(settings.max_concurrent_requests)
         self._dropped_since_log = 0
         self._last_drop_log = -DROP_LOG_INTERVAL_SECONDS
+        self._closed = False
 
     @property
     def depth(self) -> int:
@@ -100,9 +101,19 @@ class WebhookDelivery:
         return len(self._waiting)
 
     def send(self, call_id: str, message: dict[str, Any], server: Server) -> None:
-        """Queue `message` of call `call_id` for `server`; return at once."""
+        """Queue `message` of call `call_id` for `server`; return at once.
+
+        After `flush()` the HTTP session is closing, so a message is only
+        counted as `abandoned`.
+        """
         body = json.dumps(message, separators=(",", ":")).encode()
         message_type = str(message["message"]["type"])
+        if self._closed:
+            self._metrics.webhook_deliveries.labels(
+                type=message_type, result="abandoned"
+            ).inc()
+            log.warning("webhook.sent_after_flush", type=message_type, call_id=call_id)
+            return
         if len(self._waiting) >= self._settings.queue_size:
             self._drop_oldest()
         queued = _Message(next(self._sequence), call_id, message_type, body, server)
@@ -117,12 +128,14 @@ class WebhookDelivery:
         """Wait up to `timeout_seconds` for every queued message to go out.
 
         Messages still waiting or in flight after that are abandoned: they
-        are logged once and counted with the result `abandoned`.
+        are logged once and counted with the result `abandoned`. The queue
+        takes no messages afterwards.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
         while self._senders and (remaining := deadline - loop.time()) > 0:
             await asyncio.wait(set(self._senders.values()), timeout=remaining)
+        self._closed = True
         if not self._senders:
             return
 

@@ -472,3 +472,15 @@ async def test_bearer_token_sent(receiver, session, metrics):
 
     (seen,) = receiver.seen
     assert seen.headers["Authorization"] == "Bearer tok-9"
+
+
+async def test_send_after_flush_is_abandoned(receiver, session, metrics):
+    delivery = make_delivery(session, metrics)
+    await delivery.flush(1)
+
+    delivery.send("call-1", message(0), make_server(receiver.url))
+    await asyncio.sleep(0.1)
+
+    assert receiver.seen == []
+    assert deliveries(metrics, "abandoned") == 1
+    assert delivery.depth == 0
