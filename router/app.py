@@ -30,8 +30,8 @@ log = structlog.get_logger("router.app")
 # Ended calls stay readable on the admin API for a while, so a runtime or
 # an operator can still look a call up just after it ended.
 RECENT_CALLS_KEPT = 1000
-# Call paths run their last step on the event loop once the engine has hung
-# their calls up on shutdown; this is plenty for that.
+# Seconds that shutdown waits for the call paths of the calls that stopping
+# the engine hung up. Their last step is a few callbacks on the event loop.
 CALLS_END_AFTER_HANGUP_SECONDS = 1.0
 
 
@@ -181,7 +181,7 @@ class Router:
     async def _flush_webhooks(self) -> None:
         """Let the reports of the calls just ended go out, for a bounded time."""
         if self.calls is not None:
-            # Stopping the engine hung up any call left; let their paths end.
+            # Stopping the engine hung up any call left, so let their paths end.
             await self.calls.wait_idle(CALLS_END_AFTER_HANGUP_SECONDS)
         if self._webhooks is not None:
             flush_seconds = self.config.router.webhook_delivery.flush_seconds

@@ -87,7 +87,7 @@ class Speech:
         return self._executable is not None
 
     def cache_path(self, text: str) -> Path:
-        """Return the file that holds the rendered `text`."""
+        """Return the path of the WAV file of `text`, rendered or not."""
         key = f"{self._voice}\0{self._sample_rate}\0{text}".encode()
         return self._cache_dir / f"{hashlib.sha256(key).hexdigest()}.wav"
 

@@ -1,4 +1,4 @@
-"""What a hook, an `error` reply or a destination's `message` does to a call.
+"""Hook actions and spoken prompts: `say`, `transfer` and their variants.
 
 `say` answers, speaks the text and hangs up. When the text cannot be
 spoken (no espeak-ng, a failed rendering or playback) it is sent instead in
@@ -44,7 +44,7 @@ ENDING_HOOK = HookReasons(
 
 
 class CallActions:
-    """Speaks to callers and runs the actions of hooks."""
+    """The actions of hooks, and the prompts spoken to callers."""
 
     def __init__(self, engine: SipEngine, connector: Connector, speech: Speech):
         self._engine = engine

@@ -1,4 +1,4 @@
-"""What reports a call: webhooks, its summary log event and its metrics.
+"""Reporting a call: status webhooks, its summary log event and its metrics.
 
 A call that passed the trunk check (and so reached the number lookup) is
 reported: a `status-update` for each of its `ringing`, `in-progress`,
@@ -34,7 +34,7 @@ log = structlog.get_logger("router.calls")
 
 
 class CallReports:
-    """Reports each call: status updates, end-of-call report, log and metrics."""
+    """The status updates, end-of-call report, log event and metrics of calls."""
 
     def __init__(
         self,

@@ -86,11 +86,11 @@ class WebhookDeliverySettings(ConfigModel):
     """The queue that sends status updates and end-of-call reports."""
 
     queue_size: int = Field(1000, ge=1, le=100000)
-    """Messages waiting to be sent; past it the oldest is dropped and counted."""
+    """Maximum of messages waiting. Past it the oldest is dropped and counted."""
     max_concurrent_requests: int = Field(16, ge=1, le=256)
     """Requests in flight at once, across every server."""
     flush_seconds: float = Field(5, ge=0, le=300)
-    """How long queued messages may still be sent on shutdown."""
+    """Seconds that queued messages may still be sent on shutdown."""
 
 
 class SpeechSettings(ConfigModel):
@@ -101,9 +101,12 @@ class SpeechSettings(ConfigModel):
     )
     """An espeak-ng voice name, such as `en`, `en-us` or `de`."""
     sample_rate: Literal[8000, 16000] = 16000
-    """Hz of the rendered WAV files; pjsua resamples them for the call's codec."""
+    """Sample rate in Hz of the rendered WAV files, which pjsua resamples."""
     cache_dir: str | None = Field(None, min_length=1)
-    """Folder of rendered prompts; None: `$XDG_CACHE_HOME/cozmox-router/speech`."""
+    """Folder of rendered prompts; None is `$XDG_CACHE_HOME/cozmox-router/speech`.
+
+    Without XDG_CACHE_HOME set, `~/.cache` takes its place.
+    """
 
 
 class RouterSettings(ConfigModel):

@@ -1,14 +1,15 @@
 """Delivery of server messages off the call path: a bounded queue.
 
-`send()` never waits and never raises, so a slow or failing server cannot
-delay or fail a call. Messages of one call are sent one at a time, in the
-order they were queued, each to its own server. Messages of different calls
-go out in parallel, up to `maxConcurrentRequests` requests in flight.
-A failed request is retried by the server's `backoffPlan`, except for the
-statuses in `excludedStatusCodes`, and each attempt has the server's
-`timeoutSeconds`. When `queueSize` messages wait, the oldest waiting one is
-dropped and counted. `flush()` gives the waiting messages a bounded time
-to go out on shutdown.
+`send()` never waits for the network, so a slow or failing server cannot
+delay a call, and the call path catches any error it raises. Messages of
+one call are sent one at a time, in the order they were queued, each to
+its own server. Messages of different calls go out in parallel, up to
+`maxConcurrentRequests` requests in flight. A failed request is retried by
+the server's `backoffPlan`, except for the statuses in
+`excludedStatusCodes`, and each attempt has the server's `timeoutSeconds`.
+When `queueSize` messages wait, the oldest waiting one is dropped and
+counted. `flush()` gives the waiting messages a bounded time to go out on
+shutdown.
 """
 
 from __future__ import annotations

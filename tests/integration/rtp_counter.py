@@ -6,7 +6,7 @@ to a UDP socket that this module binds on 127.0.0.1. A thread reads every
 datagram and counts:
 - `packets`: datagrams that parse as RTP version 2 with payload type 0
   (PCMU, the only codec the scenarios offer);
-- `voiced_packets`: those whose payload holds sound, at least one sample
+- `voiced_packets`: those whose payload contains sound, at least one sample
   louder than `VOICED_MIN_AMPLITUDE` once decoded from mu-law. pjmedia sends
   near-silent frames while nothing plays, so a spoken prompt shows up here
   only.

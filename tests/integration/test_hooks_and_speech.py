@@ -3,7 +3,7 @@
 Speech is checked on the wire: the SIPp scenarios `uac-spoken-*.xml` offer
 the port of an `RtpCounter` as the caller's audio, and the counter counts
 the RTP packets the router sends there and those that carry sound
-(`rtp_counter.py` says how). A prompt of a few words lasts about two
+(`rtp_counter.py` describes how). A prompt of a few words lasts about two
 seconds, which is a hundred 20 ms packets; the tests require at least
 `MIN_VOICED_PACKETS` with sound, which silence never reaches.
 """

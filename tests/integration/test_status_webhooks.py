@@ -1,7 +1,7 @@
 """Status webhooks of real SIP calls: what a receiver on 127.0.0.1 gets.
 
 SIPp places each call; `webhook_server.WebhookServer` records every request
-with the status it answered. A call's messages are sent one after the
+with the status it returned. A call's messages are sent one after the
 other, so once its end-of-call-report has arrived every earlier message of
 the call has too.
 """

@@ -2,7 +2,7 @@
 
 A test sets what each path replies (JSON, status, delay, raw body, or a
 number of failures first) and reads back every request the router sent,
-with the status it was answered. The server runs its own event loop on a
+with the status it returned. The server runs its own event loop on a
 thread, so tests stay plain functions that can block on SIPp.
 """
 
@@ -117,9 +117,9 @@ class WebhookServer:
     async def _stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-        # A handler still delaying a reply for a client that has gone away
-        # is no longer tracked by the server; cancel it before the loop
-        # closes.
+        # The server stops tracking a handler whose client has gone away, so
+        # a handler still delaying its reply is cancelled here, before the
+        # loop closes.
         handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for handler in handlers:
             handler.cancel()
@@ -148,7 +148,7 @@ class WebhookServer:
             )
 
     def fail_first(self, path: str, count: int, status: int = 503) -> None:
-        """Answer the next `count` requests to `path` with `status`, no body.
+        """Reply to the next `count` requests to `path` with `status`, no body.
 
         Later requests get the reply set with `reply()`.
         """
@@ -169,7 +169,7 @@ class WebhookServer:
     ) -> list[RecordedRequest]:
         """Return the requests with `message.type` equal to `message_type`.
 
-        With `accepted_only`, only those that the server answered 2xx.
+        With `accepted_only`, only those that the server returned 2xx for.
         """
         return [
             request
