@@ -306,6 +306,10 @@ def test_hanging_receiver_leaves_calls_alone(
         assert result.final_status == 403
         assert time.monotonic() - started < 2
 
+    # A call queues its report right after it logs `call.ended`.
+    deadline = time.monotonic() + 5
+    while len(router.events("call.ended")) < calls and time.monotonic() < deadline:
+        time.sleep(0.05)
     # Each call queues 2 messages: 1 is in flight, 3 wait and the rest drop.
     metrics = router.metrics()
     assert metrics.value("cozmox_router_webhook_queue_depth") == 3
