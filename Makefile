@@ -1,6 +1,6 @@
 # Targets for a fresh Debian machine with Python 3.11:
 #   make run    create .venv, install the router, run it on the example config
-#   make test   install SIPp, promtool and the test extras, run every test
+#   make test   install SIPp, espeak-ng, promtool and the test extras, run every test
 #   make demo   place one real call per route of the example config
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -10,22 +10,28 @@ CONFIG ?= config/router.example.yaml
 # apt-get needs root; run it through sudo for other users.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test demo sipp clean
+.PHONY: run test demo tools clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/cozmox-router run -c $(CONFIG)
 
-test: sipp $(VENV)/.installed-test $(BIN)/promtool
+test: tools $(VENV)/.installed-test $(BIN)/promtool
 	$(BIN)/python -m pytest
 
-demo: sipp $(VENV)/.installed-run
+demo: tools $(VENV)/.installed-run
 	$(BIN)/python scripts/demo.py
 
-# SIPp 3.6.1 is Debian's sip-tester package.
-sipp:
-	@command -v sipp >/dev/null || { \
+# SIPp 3.6.1 is Debian's sip-tester package; espeak-ng speaks the prompts
+# of `say` actions, error replies and transfer messages. Only the missing
+# ones are installed.
+tools:
+	@missing=""; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y sip-tester; }
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
 
 # promtool checks the alert rules and dashboard queries in deploy/. Only the
 # binary is taken from Debian's prometheus package, so no Prometheus server

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from router.calls.path import CallPath, Routing
 from router.calls.record import CallRecord
+from router.calls.reports import CallReports
 from router.config import Config, ConfigError, check_limits
 from router.http.server import build_http_app
 from router.logs import without_secrets
@@ -35,7 +36,9 @@ from router.sip.engine import (
     SipStartError,
 )
 from router.sip.limits import SipLimits, probe_limits
+from router.speech import Speech
 from router.webhooks.assistant_request import AssistantRequestClient
+from router.webhooks.delivery import WebhookDelivery
 
 log = structlog.get_logger("router.app")
 
@@ -45,6 +48,10 @@ RECENT_CALLS_KEPT = 1000
 # After the drain time, how long the calls that the router ended may take
 # to send their final response or their BYE before the SIP stack stops.
 SHUTDOWN_GRACE_SECONDS = 3.0
+
+# Seconds that shutdown waits for the call paths of the calls that stopping
+# the engine hung up. Their last step is a few callbacks on the event loop.
+CALLS_END_AFTER_HANGUP_SECONDS = 1.0
 
 
 def requested_max_calls(config: Config) -> int:
@@ -90,6 +97,7 @@ class Router:
         self.engine: SipEngine | None = None
         self.calls: CallPath | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._webhooks: WebhookDelivery | None = None
         self._http: web.AppRunner | None = None
 
     @property
@@ -217,8 +225,25 @@ class Router:
         assistant_requests = AssistantRequestClient(
             self._session, lambda: self._routing.config, self.metrics
         )
+        self._webhooks = WebhookDelivery(
+            self._session,
+            lambda: self._routing.config,
+            self.metrics,
+            self.config.router.webhook_delivery,
+        )
+        reports = CallReports(
+            self._webhooks, lambda: self._routing.config, self.metrics
+        )
+        speech = await loop.run_in_executor(
+            None, Speech.start, self.config.router.speech
+        )
         self.calls = CallPath(
-            self.engine, lambda: self._routing, assistant_requests, self.metrics
+            self.engine,
+            lambda: self._routing,
+            assistant_requests,
+            self.metrics,
+            speech,
+            reports,
         )
         self.calls.on_ended = self._remember
         self.engine.on_invite = self.calls.on_invite
@@ -294,9 +319,7 @@ class Router:
             await _call_listener(listener)
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
-        if self.calls is not None:
-            # The engine hung up what was left; let those calls log their end.
-            await self.calls.wait_idle(5)
+        await self._flush_webhooks()
         if self._http is not None:
             await self._http.cleanup()
         if self._session is not None:
@@ -327,6 +350,15 @@ class Router:
         cut_short.cancel()
         idle.cancel()
         return idle.done() and not idle.cancelled() and idle.result()
+
+    async def _flush_webhooks(self) -> None:
+        """Let the reports of the calls just ended go out, for a bounded time."""
+        if self.calls is not None:
+            # Stopping the engine hung up any call left, so let their paths end.
+            await self.calls.wait_idle(CALLS_END_AFTER_HANGUP_SECONDS)
+        if self._webhooks is not None:
+            flush_seconds = self.config.router.webhook_delivery.flush_seconds
+            await self._webhooks.flush(flush_seconds)
 
     def _active(self) -> int:
         return self.calls.active_calls if self.calls else 0

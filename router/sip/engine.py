@@ -46,6 +46,9 @@ from router.sip.sockets import SocketBudget
 log = structlog.get_logger(__name__)
 
 _EVENT_WAIT_MS = 2
+# Audio left in the conference bridge and the RTP stream when the WAV file
+# ends (a few 20 ms frames), so the hang-up does not cut the last word.
+_PLAYBACK_TAIL_SECONDS = 0.3
 
 
 class CallGone(Exception):
@@ -58,6 +61,10 @@ class SipStartError(Exception):
 
 class NoCallSlot(Exception):
     """No call slot is free for a new outbound leg."""
+
+
+class PlaybackFailed(Exception):
+    """A WAV file could not be played to the call (no audio, bad file)."""
 
 
 class DialFailed(Exception):
@@ -129,6 +136,7 @@ class _Leg:
     answered: bool = False
     hanging_up: bool = False
     media: bool = False
+    player: pj.AudioMediaPlayer | None = None
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -516,6 +524,29 @@ class SipEngine:
         """
         return await self._submit(self._dial_op, target, headers, peer, reserved)
 
+    async def play(self, key: CallKey, wav_path: str) -> None:
+        """Answer if needed, play a WAV file to the caller, return at its end.
+
+        The player lives in the owner thread's call table and is destroyed
+        there, when playback ends or the call does. Returns early when the
+        call ends first. Raises PlaybackFailed when the file or the call's
+        audio cannot be used, and CallGone when the call has ended.
+        """
+        answered = self._answered.get(key)
+        if answered is None or not answered.done():
+            await self.answer(key)
+        duration_seconds = await self._submit(self._play_op, key, wav_path)
+        try:
+            await asyncio.wait(
+                {self.ended(key)}, timeout=duration_seconds + _PLAYBACK_TAIL_SECONDS
+            )
+        finally:
+            # Queued at once, so the player is destroyed even if this task
+            # is cancelled while it waits for the result.
+            stopped = self._submit(self._stop_playing_op, key)
+            with contextlib.suppress(CallGone):
+                await stopped
+
     async def wait_answered(self, key: CallKey) -> None:
         """Wait until the outbound leg `key` is answered (CONFIRMED)."""
         answered = self._answered.setdefault(key, self._loop.create_future())
@@ -545,6 +576,26 @@ class SipEngine:
         except pj.Error:
             leg.hanging_up = False
             raise
+
+    def _play_op(self, key: CallKey, wav_path: str) -> float:
+        """Connect a new WAV player to the call; return the file's seconds."""
+        leg = self._leg(key)
+        player = pj.AudioMediaPlayer()
+        try:
+            player.createPlayer(wav_path, pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(leg.call.getAudioMedia(-1))
+            samples = player.getInfo().sizeSamples
+            clock_rate = player.getPortInfo().format.clockRate
+        except pj.Error as error:
+            # `player` is dropped here, on this thread, which destroys it.
+            raise PlaybackFailed(error.info()) from None
+        leg.player = player
+        return samples / clock_rate
+
+    def _stop_playing_op(self, key: CallKey) -> None:
+        leg = self._calls.get(key.slot)
+        if leg is not None and leg.key == key:
+            leg.player = None
 
     def _refer_op(self, key: CallKey, target: str, headers: list) -> None:
         leg = self._leg(key)
@@ -671,6 +722,7 @@ class SipEngine:
             self._end_leg(leg, info)
 
     def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
+        leg.player = None
         del self._calls[leg.key.slot]
         self.slots_used = len(self._calls)
         if leg.media:

@@ -46,19 +46,24 @@ def router_config(runtime: SippRuntime, webhooks: WebhookServer) -> dict[str, An
 
 
 @pytest.fixture
-def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]:
+def start_router(
+    tmp_path: Path, webhooks: WebhookServer
+) -> Iterator[Callable[..., Daemon]]:
     """Return a function that starts the daemon on a config.
 
-    Every daemon it started is stopped with SIGTERM at teardown, which
-    fails if the daemon does not exit with status 0, or if its log output
-    contains a secret of its config or an unmasked caller number.
+    It takes the config and, optionally, `env`: environment variables to
+    add or replace. Every daemon it started is stopped with SIGTERM at
+    teardown, which fails if the daemon does not exit with status 0, or if
+    its log output contains a secret of its config or an unmasked caller
+    number. The webhook server outlives the daemons, which flush their
+    webhooks to it on shutdown.
     """
     started: list[Daemon] = []
 
-    def start(config: dict[str, Any]) -> Daemon:
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Daemon:
         directory = tmp_path / f"router-{len(started)}"
         directory.mkdir()
-        daemon = start_daemon(config, directory)
+        daemon = start_daemon(config, directory, env)
         started.append(daemon)
         return daemon
 
@@ -76,7 +81,7 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]
 
 @pytest.fixture
 def router(
-    start_router: Callable[[dict[str, Any]], Daemon], router_config: dict[str, Any]
+    start_router: Callable[..., Daemon], router_config: dict[str, Any]
 ) -> Daemon:
     """The daemon on the unchanged test config."""
     return start_router(router_config)
