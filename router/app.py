@@ -248,6 +248,12 @@ class Router:
         self.calls.on_ended = self._remember
         self.engine.on_invite = self.calls.on_invite
         self.engine.classifier = self.calls.classify
+        # Read at each scrape: legs end on the owner thread, after their call
+        # path may already have finished.
+        engine = self.engine
+        self.metrics.sip_call_slots.labels(state="used").set_function(
+            lambda: engine.slots_used
+        )
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
         try:

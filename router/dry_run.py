@@ -154,8 +154,6 @@ class _DryRun:
     # ----- step 6: ringing hooks ------------------------------------------------------
 
     def _run_ringing_hook(self, number: PhoneNumber) -> bool:
-        # NOTE: hooks are evaluated as the configuration describes them, even
-        # where the daemon's call path does not run hooks yet.
         caller = number_key(self.call.caller)
         for index, hook in enumerate(number.hooks):
             if isinstance(hook, RingingHook) and _prefixes_match(hook, caller):
@@ -164,9 +162,9 @@ class _DryRun:
                     6, "hooks", f"call.ringing hook {index} matches", action=action.type
                 )
                 reason = (
-                    ended_reasons.HOOK_EXECUTED_SAY
+                    ended_reasons.RINGING_HOOK_EXECUTED_SAY
                     if action.type == "say"
-                    else ended_reasons.HOOK_EXECUTED_TRANSFER
+                    else ended_reasons.RINGING_HOOK_EXECUTED_TRANSFER
                 )
                 self._run_action(number, action, reason)
                 return True
@@ -236,7 +234,12 @@ class _DryRun:
         for index, hook in enumerate(number.hooks):
             if isinstance(hook, EndingHook) and _reason_matches(hook, reason):
                 self.decision.add(9, "hooks", f"call.ending hook {index} matches")
-                self._run_action(number, hook.do, reason)
+                hook_reason = (
+                    ended_reasons.ENDING_HOOK_EXECUTED_SAY
+                    if hook.do.type == "say"
+                    else ended_reasons.ENDING_HOOK_EXECUTED_TRANSFER
+                )
+                self._run_action(number, hook.do, hook_reason)
                 return
         if number.fallback_destination is not None:
             self.decision.add(9, "fallback", "fallbackDestination")

@@ -61,6 +61,11 @@ def example_on_test_server(tmp_path: Path, webhooks: WebhookServer) -> Path:
     """The example config with its server URLs on the test's webhook server."""
     # The example quotes its numbers, so YAML 1.1 reads it unchanged.
     data = yaml.safe_load(EXAMPLE.read_text())
+    # YAML 1.1 reads a hook's `on:` key as True.
+    for number in data["phoneNumbers"]:
+        for hook in number.get("hooks", []):
+            if True in hook:
+                hook["on"] = hook.pop(True)
     data["org"]["server"]["url"] = webhooks.url("/webhook")
     for number in data["phoneNumbers"]:
         if "server" in number:

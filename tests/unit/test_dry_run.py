@@ -268,9 +268,13 @@ async def test_json_names_the_call(example):
 
 
 def _with_hooks(number_id: str, hooks: list[dict]) -> Config:
-    # The example file quotes its numbers, so YAML 1.1 reads it unchanged.
+    # The example file quotes its numbers, so YAML 1.1 reads them unchanged,
+    # but it reads a hook's `on:` key as True.
     data = yaml.safe_load(EXAMPLE.read_text())
     for number in data["phoneNumbers"]:
+        for hook in number.get("hooks", []):
+            if True in hook:
+                hook["on"] = hook.pop(True)
         if number["id"] == number_id:
             number["hooks"] = hooks
     return parse_config(json.dumps(data), config_dir=EXAMPLE.parent)
