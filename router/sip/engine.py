@@ -28,6 +28,7 @@ from typing import Any
 import pjsua2 as pj
 import structlog
 
+from router.sip.accounts import TrunkAccounts
 from router.sip.limits import SipLimits
 from router.sip.messages import (
     CallKey,
@@ -35,6 +36,11 @@ from router.sip.messages import (
     MalformedRequest,
     parse_request,
     split_host_port,
+)
+from router.sip.registration import (
+    RegistrationReport,
+    RegistrationSpec,
+    UnregisterResult,
 )
 
 log = structlog.get_logger(__name__)
@@ -109,6 +115,8 @@ class _Leg:
     peer: CallKey | None = None
     answered: bool = False
     hanging_up: bool = False
+    account: pj.Account | None = None
+    """The account that pjsua put an inbound call on."""
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -165,6 +173,18 @@ class _RouterAccount(pj.Account):
         self._engine._on_incoming_call(self, prm)
 
 
+class _TrunkAccount(_RouterAccount):
+    """A registering trunk's account; calls that land on it go the same way."""
+
+    def __init__(self, engine: SipEngine, trunk_id: str):
+        super().__init__(engine)
+        self.trunk_id = trunk_id
+
+    @_guarded
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        self._engine._trunk_accounts.on_reg_state(self.trunk_id, prm)
+
+
 class _Endpoint(pj.Endpoint):
     def __init__(self, engine: SipEngine):
         super().__init__()
@@ -204,6 +224,14 @@ class SipEngine:
         self.on_invite: Callable[[InboundInvite], None] = lambda invite: None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
+        self.on_registration: Callable[[RegistrationReport], None] = lambda report: None
+        self._trunk_accounts = TrunkAccounts(
+            limits.max_accounts,
+            lambda trunk_id: _TrunkAccount(self, trunk_id),
+            self._configure_media,
+            self._calls_on,
+            lambda report: self._post(self._deliver_registration, report),
+        )
         self.slots_used = 0
         self.legs_reserved = 0
         self._dialing: pj.Call | None = None
@@ -286,6 +314,8 @@ class SipEngine:
                 config.publicAddress = self.settings.public_host
             transport_id = endpoint.transportCreate(kinds[address.transport], config)
             info = endpoint.transportGetInfo(transport_id)
+            self._trunk_accounts.transport_ids[address.transport] = transport_id
+            self._trunk_accounts.transport_names[address.transport] = info.localName
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
 
@@ -296,6 +326,13 @@ class SipEngine:
             host = "127.0.0.1"
         config = pj.AccountConfig()
         config.idUri = f"sip:router@{host}:{first.port}"
+        self._configure_media(config)
+        account = _RouterAccount(self)
+        account.create(config, True)
+        return account
+
+    def _configure_media(self, config: pj.AccountConfig) -> None:
+        first = self.bound[0]
         media = config.mediaConfig.transportConfig
         media.port = self.settings.rtp_port_start
         media.portRange = self.settings.rtp_port_count
@@ -303,9 +340,6 @@ class SipEngine:
             media.boundAddress = first.host
         if self.settings.public_host:
             media.publicAddress = self.settings.public_host
-        account = _RouterAccount(self)
-        account.create(config, True)
-        return account
 
     def _destroy_library(self) -> None:
         endpoint = self._endpoint
@@ -318,6 +352,7 @@ class SipEngine:
                     break
                 endpoint.libHandleEvents(10)
             self._calls.clear()
+            self._trunk_accounts.shutdown_all()
             self._account = None
             endpoint.libDestroy()
         except pj.Error as error:
@@ -427,6 +462,33 @@ class SipEngine:
         answered = self._answered.setdefault(key, self._loop.create_future())
         await _first_of(answered, self.ended(key))
 
+    # ----- asyncio side: trunk registrations ---------------------------------
+
+    async def add_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Create a trunk's account, which registers at once.
+
+        Its reports carry `serial`. Raises NoAccountSlot when the build has
+        no account left, and AccountFailed when pjsua refuses the account or
+        the router has no transport for the registrar.
+        """
+        await self._submit(self._trunk_accounts.add, spec, serial)
+
+    async def modify_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Re-register a trunk with changed settings, reporting with `serial`."""
+        await self._submit(self._trunk_accounts.modify, spec, serial)
+
+    async def register_trunk(self, trunk_id: str) -> bool:
+        """Send a REGISTER; False when one is in progress already."""
+        return await self._submit(self._trunk_accounts.register, trunk_id)
+
+    async def unregister_trunk(self, trunk_id: str) -> UnregisterResult:
+        """Send an un-REGISTER for a trunk's binding."""
+        return await self._submit(self._trunk_accounts.unregister, trunk_id)
+
+    async def remove_trunk_account(self, trunk_id: str) -> None:
+        """Delete a trunk's account once no call uses it."""
+        await self._submit(self._trunk_accounts.remove, trunk_id)
+
     # ----- owner thread: operations -----------------------------------------
 
     def _leg(self, key: CallKey) -> _Leg:
@@ -488,7 +550,7 @@ class SipEngine:
         # pjsua answers 500 unless a Call object exists when this returns.
         call = _RouterCall(self, account, prm.callId)
         key = CallKey(prm.callId, next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=True)
+        self._calls[key.slot] = _Leg(call, key, inbound=True, account=account)
         self.slots_used = len(self._calls)
         try:
             invite = _read_invite(key, prm.rdata.wholeMsg, prm.rdata.srcAddress)
@@ -521,6 +583,10 @@ class SipEngine:
     def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
         del self._calls[leg.key.slot]
         self.slots_used = len(self._calls)
+        if leg.account is not None:
+            # pjsua still uses the account while this callback runs.
+            account = leg.account
+            self._ops.put(lambda: self._trunk_accounts.call_ended(account))
         ended = LegEnded(
             status_code=info.lastStatusCode,
             reason=info.lastReason,
@@ -568,6 +634,9 @@ class SipEngine:
     def _on_rejected_by_pjsua(self, status: int) -> None:
         self._post(self.on_rejected_by_stack, status)
 
+    def _calls_on(self, account: pj.Account) -> int:
+        return sum(1 for leg in self._calls.values() if leg.account is account)
+
     # ----- loop side: resolving awaitables ------------------------------------
 
     def _resolve_answered(self, key: CallKey) -> None:
@@ -579,6 +648,9 @@ class SipEngine:
         self._transfers.pop(key, None)
         # Keep the ended future a moment for late awaiters, then drop it.
         self._loop.call_later(60, self._ended.pop, key, None)
+
+    def _deliver_registration(self, report: RegistrationReport) -> None:
+        self.on_registration(report)
 
     def _resolve_transfer(self, key: CallKey, status: TransferStatus) -> None:
         statuses = self._transfers.get(key)
