@@ -20,6 +20,8 @@ from router.metrics import Metrics
 from router.routing.table import RoutingTable
 from router.sip.engine import EngineSettings, ListenAddress, SipEngine
 from router.sip.limits import SipLimits, probe_limits
+from router.sip.options import GatewayMonitor
+from router.sip.registration_manager import RegistrationManager
 from router.webhooks.assistant_request import AssistantRequestClient
 
 log = structlog.get_logger("router.app")
@@ -27,6 +29,9 @@ log = structlog.get_logger("router.app")
 # Ended calls stay readable on the admin API for a while, so a runtime or
 # an operator can still look a call up just after it ended.
 RECENT_CALLS_KEPT = 1000
+
+# At shutdown the un-REGISTERs get this long to be answered.
+UNREGISTER_TIMEOUT_SECONDS = 3.0
 
 
 def requested_max_calls(config: Config) -> int:
@@ -52,6 +57,10 @@ class Router:
         self._ready = False
         self.engine: SipEngine | None = None
         self.calls: CallPath | None = None
+        # A config reload passes the new trunks to `registrations.apply()`
+        # and `gateways.apply()`.
+        self.registrations: RegistrationManager | None = None
+        self.gateways: GatewayMonitor | None = None
         self._session: aiohttp.ClientSession | None = None
         self._http: web.AppRunner | None = None
 
@@ -71,7 +80,8 @@ class Router:
                 "limitsProbed": self.limits.probed,
                 "slots": {"used": used, "max": self.limits.max_calls},
             },
-            "registrations": {},
+            "registrations": self.registrations.states() if self.registrations else {},
+            "gateways": self.gateways.states() if self.gateways else {},
         }
 
     def admin_token(self) -> str | None:
@@ -91,7 +101,7 @@ class Router:
             [call.as_json() for call in self.calls.calls.values()] if self.calls else []
         )
 
-    # ----- lifecycle -------------------------------------------------------------------
+    # ----- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind SIP and HTTP, then mark the router ready."""
@@ -109,9 +119,18 @@ class Router:
         self.engine.on_invite = self.calls.on_invite
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
+        self.registrations = RegistrationManager(
+            self.engine, self.metrics, self.config.router.registration
+        )
+        self.engine.on_registration = self.registrations.on_report
         await loop.run_in_executor(None, self.engine.start)
         await self._start_http()
         self.metrics.set_call_slots(0, self.limits.max_calls)
+        await self.registrations.apply(self.config.trunks())
+        self.gateways = GatewayMonitor(
+            self.metrics, _ping_hosts(self.config), self.config.router.sip.public_host
+        )
+        self.gateways.apply(self.config.trunks())
         self._ready = True
         log.info(
             "router.started",
@@ -145,6 +164,10 @@ class Router:
         if self.calls is not None:
             self.calls.draining = True
             await self.calls.wait_idle(drain_seconds)
+        if self.registrations is not None:
+            await self.registrations.stop(UNREGISTER_TIMEOUT_SECONDS)
+        if self.gateways is not None:
+            await self.gateways.stop()
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
         if self._http is not None:
@@ -181,6 +204,14 @@ def _engine_settings(config: Config) -> EngineSettings:
         rtp_port_count=sip.rtp_port_count,
         requested_max_calls=requested_max_calls(config),
     )
+
+
+def _ping_hosts(config: Config) -> dict[str, str | None]:
+    """Return the address that OPTIONS pings go out from, per transport."""
+    hosts: dict[str, str | None] = {}
+    for address in config.router.sip.listen:
+        hosts[address.transport] = None if address.host == "0.0.0.0" else address.host
+    return hosts
 
 
 def probe_and_check(config: Config) -> SipLimits:

@@ -37,8 +37,9 @@ log = structlog.get_logger(__name__)
 PJSIP_EBUSY = 171001  # a REGISTER transaction is still in progress
 PJ_EINVALIDOP = 70013  # un-REGISTER while not registered
 
-# At shutdown pjsua waits this long for outstanding un-REGISTERs.
-UNREGISTER_WAIT_MS = 3000
+# When the library is destroyed, pjsua waits this long for un-REGISTERs
+# still in progress. The registration manager has waited for them before.
+UNREGISTER_WAIT_MS = 500
 
 
 class TrunkAccounts:

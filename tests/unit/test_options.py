@@ -35,7 +35,7 @@ def response_to(request: bytes, status: str) -> bytes:
 
 
 class UdpGateway(asyncio.DatagramProtocol):
-    """Answers OPTIONS with `statuses` in turn, after dropping `drop` of them."""
+    """Responds to OPTIONS with `statuses`, after dropping `drop` requests."""
 
     def __init__(self, statuses: list[str], drop: int = 0) -> None:
         self.statuses = statuses
