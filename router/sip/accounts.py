@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pjsua2 as pj
 import structlog
 
+from router.sip.messages import split_host_port
 from router.sip.registration import (
     AccountFailed,
     AttemptOutcome,
@@ -68,6 +69,7 @@ class TrunkAccounts:
         self._retiring: list[pj.Account] = []
         self.transport_ids: dict[str, int] = {}
         self.transport_names: dict[str, str] = {}
+        self.public_host: str | None = None
 
     @property
     def in_use(self) -> int:
@@ -219,11 +221,15 @@ class TrunkAccounts:
         return config
 
     def _contact(self, spec: RegistrationSpec) -> str:
-        # The transport's published name is `router.sip.publicHost` when set,
-        # else the bound address (the default interface for 0.0.0.0).
-        name = self.transport_names[spec.transport]
+        # The transport's published name is its bound address, the default
+        # interface for 0.0.0.0. pjsua publishes a UDP transport's
+        # publicAddress as the address it resolves to, so publicHost is
+        # written here as the operator gave it.
+        host, port = split_host_port(self.transport_names[spec.transport])
+        if self.public_host:
+            host = self.public_host
         parameter = "" if spec.transport == "udp" else f";transport={spec.transport}"
-        return f"<sip:{spec.contact_user}@{name}{parameter}>"
+        return f"<sip:{spec.contact_user}@{host}:{port}{parameter}>"
 
 
 def _configure_registration(

@@ -232,6 +232,7 @@ class SipEngine:
             self._calls_on,
             lambda report: self._post(self._deliver_registration, report),
         )
+        self._trunk_accounts.public_host = settings.public_host
         self.slots_used = 0
         self.legs_reserved = 0
         self._dialing: pj.Call | None = None

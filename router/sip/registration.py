@@ -26,6 +26,7 @@ SIPp 3.6.1 registrars in `sipp-scenarios/uas-register-*.xml`:
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -367,6 +368,34 @@ def registration_spec(
         realm=plan.realm,
         expires_seconds=settings.expires_seconds,
     )
+
+
+def registrar_is_inbound_gateway(
+    trunk: SipTrunkCredential, spec: RegistrationSpec
+) -> bool | None:
+    """Return whether INVITEs from the registrar's address would be accepted.
+
+    True when the registrar is an IPv4 address inside one of the trunk's
+    inbound gateways, False when it is outside all of them, and None when
+    the registrar is a host name, whose addresses are not known here.
+    """
+    host, _ = split_host_port(spec.registrar_uri.removeprefix("sip:").split(";")[0])
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    for gateway in trunk.gateways:
+        if not gateway.inbound_enabled:
+            continue
+        try:
+            network = ipaddress.IPv4Network(
+                f"{gateway.ip}/{gateway.netmask}", strict=False
+            )
+        except ValueError:
+            continue
+        if address in network:
+            return True
+    return False
 
 
 def parse_retry_after(response: str) -> float | None:

@@ -35,6 +35,7 @@ from router.sip.registration import (
     RetryPolicy,
     TrunkRegistration,
     UnregisterResult,
+    registrar_is_inbound_gateway,
     registration_spec,
 )
 
@@ -154,11 +155,10 @@ class RegistrationManager:
         async with self._lock:
             if settings is not None:
                 self._use_settings(settings)
-            wanted = {
-                trunk.id: registration_spec(trunk, self._settings)
-                for trunk in trunks
-                if trunk.sip_register_plan is not None
-            }
+            registering = [t for t in trunks if t.sip_register_plan is not None]
+            wanted = {t.id: registration_spec(t, self._settings) for t in registering}
+            for trunk in registering:
+                _warn_if_registrar_not_inbound(trunk, wanted[trunk.id])
             removed = tuple(t for t in self._trunks if t not in wanted)
             for trunk_id in removed:
                 await self._remove(trunk_id)
@@ -463,3 +463,16 @@ class RegistrationManager:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _warn_if_registrar_not_inbound(
+    trunk: SipTrunkCredential, spec: RegistrationSpec
+) -> None:
+    if registrar_is_inbound_gateway(trunk, spec) is False:
+        log.warning(
+            "registration.registrar_not_inbound_gateway",
+            trunk=trunk.id,
+            registrar=spec.registrar_uri,
+            detail="INVITEs from the registrar's address get 403 unless it is "
+            "in an inbound gateway of the trunk",
+        )

@@ -176,6 +176,17 @@ def test_plain_challenge_registers_and_refreshes(
     assert PASSWORD not in router.stderr_text()
 
 
+def test_contact_uses_public_host(registrars, start_router: StartRouter, router_config):
+    registrar = registrars("uas-register-401-expect-auth.xml")
+    router_config["router"]["sip"]["publicHost"] = "localhost"
+    router = start_router(register_config(router_config, registrar))
+
+    wait_for_state(router, "registered")
+
+    contact = registrar.registers()[0].contact
+    assert contact == f"<sip:{CONTACT_USER}@localhost:{router.sip_port}>"
+
+
 def test_proxy_challenge_picks_qop_auth(
     registrars, start_router: StartRouter, router_config
 ):

@@ -15,6 +15,7 @@ from router.sip.registration import (
     classify,
     parse_retry_after,
     refresh_delay_seconds,
+    registrar_is_inbound_gateway,
     registration_spec,
     retry_delay_seconds,
 )
@@ -396,6 +397,25 @@ def test_spec_password_is_secret():
     spec = registration_spec(trunk(), SETTINGS)
 
     assert isinstance(spec.auth_password, SecretStr)
+
+
+@pytest.mark.parametrize(
+    ("gateways", "domain", "expected"),
+    [
+        ([{"ip": "127.0.0.1", "port": 5080}], None, True),
+        ([{"ip": "127.0.0.1", "port": 5080, "inboundEnabled": False}], None, False),
+        ([{"ip": "127.0.0.1", "netmask": 24}], "127.0.0.9:5080", True),
+        ([{"ip": "127.0.0.1"}], "127.0.0.9", False),
+        ([{"ip": "127.0.0.1"}], "localhost:5080", None),
+    ],
+)
+def test_registrar_inbound_gateway_cases(gateways, domain, expected):
+    plan = {"authUsername": "alice", "sipRegisterPlan": {"domain": domain}}
+    registering = trunk(gateways=gateways, outboundAuthenticationPlan=plan)
+
+    spec = registration_spec(registering, SETTINGS)
+
+    assert registrar_is_inbound_gateway(registering, spec) is expected
 
 
 # ----- responses -----------------------------------------------------------------
