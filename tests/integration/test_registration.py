@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import LOOPBACK, Daemon, DaemonStartFailed
+from harness import (
+    LOOPBACK,
+    REPO_ROOT,
+    Daemon,
+    DaemonStartFailed,
+    _wait_until_ready,
+)
 from sipp_registrar import RegisterLine, SippRegistrar
 from sipp_runner import SippRuntime, requires_sipp, run_sipp
 
@@ -476,3 +486,115 @@ def test_too_many_registering_trunks_refused(start_router: StartRouter, router_c
     message = str(failure.value)
     assert "8 trunks have a sipRegisterPlan" in message
     assert "registers at most 7" in message
+
+
+# ----- reload --------------------------------------------------------------------
+
+
+def trunk_for(registrar: SippRegistrar, trunk_id: str, password: str) -> dict:
+    return {
+        "id": trunk_id,
+        "provider": "byo-sip-trunk",
+        "name": trunk_id,
+        "gateways": [{"ip": LOOPBACK, "port": registrar.port}],
+        "outboundAuthenticationPlan": {
+            "authUsername": USER,
+            "authPassword": password,
+            "sipRegisterPlan": {},
+        },
+    }
+
+
+def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: Path):
+    scenario = "uas-register-401-expect-auth.xml"
+    kept, changed, removed, added = (
+        registrars(scenario),
+        registrars(scenario, password="new-password-2"),
+        registrars(scenario),
+        registrars(scenario),
+    )
+    router_config["router"]["registration"] = SETTINGS
+    base = list(router_config["credentials"])
+    first = {
+        **router_config,
+        "credentials": [
+            *base,
+            trunk_for(kept, "trunk-kept", PASSWORD),
+            trunk_for(changed, "trunk-changed", PASSWORD),
+            trunk_for(removed, "trunk-removed", PASSWORD),
+        ],
+    }
+    second = {
+        **router_config,
+        "credentials": [
+            *base,
+            trunk_for(kept, "trunk-kept", PASSWORD),
+            trunk_for(changed, "trunk-changed", "new-password-2"),
+            trunk_for(added, "trunk-added", PASSWORD),
+        ],
+    }
+    first_path, second_path = tmp_path / "first.json", tmp_path / "second.json"
+    first_path.write_text(json.dumps(first))
+    second_path.write_text(json.dumps(second))
+    stderr_path = tmp_path / "driver.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("apply_driver.py")),
+                str(first_path),
+                str(second_path),
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    router = Daemon(process, first, first_path, stderr_path)
+
+    def states() -> dict:
+        return router.get_json("/readyz")[1].get("registrations", {})
+
+    try:
+        _wait_until_ready(router)
+        wait_for(
+            lambda: (
+                states()
+                == {
+                    "trunk-kept": "registered",
+                    "trunk-changed": "failed",
+                    "trunk-removed": "registered",
+                }
+            ),
+            timeout=10,
+            what=f"the first registrations (now {states()})",
+        )
+        kept_call_ids = {r.call_id for r in kept.registers()}
+
+        process.send_signal(signal.SIGUSR1)
+
+        applied = router.wait_for_event("test.applied", timeout=5)
+        assert applied["added"] == ["trunk-added"]
+        assert applied["removed"] == ["trunk-removed"]
+        assert applied["changed"] == ["trunk-changed"]
+        assert applied["unchanged"] == ["trunk-kept"]
+        wait_for(
+            lambda: (
+                states()
+                == {
+                    "trunk-kept": "registered",
+                    "trunk-changed": "registered",
+                    "trunk-added": "registered",
+                }
+            ),
+            timeout=10,
+            what=f"the second registrations (now {states()})",
+        )
+        removed.wait_for_registers(
+            lambda found: found[-1].expires == 0, timeout=5, what="an un-REGISTER"
+        )
+        assert {r.call_id for r in kept.registers()} == kept_call_ids
+        samples = router.metrics().labels("cozmox_router_registration_state")
+        assert {"trunk": "trunk-removed"} not in samples
+    finally:
+        assert router.stop() == 0
