@@ -142,11 +142,13 @@ class TrunkAccounts:
         self._serials.pop(trunk_id, None)
         if account is None:
             return
-        if self._calls_on(account):
+        calls = self._calls_on(account)
+        if calls:
             # The binding goes now, and the account stays until its calls end.
             with contextlib.suppress(pj.Error):
                 account.setRegistration(False)
             self._retiring.append(account)
+            log.info("sip.trunk_account_retired", trunk=trunk_id, calls=calls)
             return
         account.shutdown()
 
@@ -158,6 +160,7 @@ class TrunkAccounts:
             return
         self._retiring.remove(account)
         account.shutdown()
+        log.info("sip.trunk_account_deleted", trunk=getattr(account, "trunk_id", None))
 
     def shutdown_all(self) -> None:
         """Delete every trunk account, before the library is destroyed."""

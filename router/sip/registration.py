@@ -15,7 +15,9 @@ SIPp 3.6.1 registrars in `sipp-scenarios/uas-register-*.xml`:
 - It answers 423 Interval Too Brief by resending with Expires set to
   Min-Expires, and keeps that value for the refreshes of the same
   registration. A 423 without Min-Expires is retried once with Expires 3601,
-  and a second one is reported.
+  and a second one is reported. NOTE: the 423 never reaches the router, so
+  after a failure the next registration asks for `expiresSeconds` again and
+  meets one more 423.
 - It keeps one Call-ID with an increasing CSeq across refreshes, and takes a
   new Call-ID for the first REGISTER after a failure.
 - It reports a registrar that never answers as 408 after Timer F (32 s), and

@@ -29,7 +29,7 @@ from harness import (
     _wait_until_ready,
 )
 from sipp_registrar import RegisterLine, SippRegistrar
-from sipp_runner import SippRuntime, requires_sipp, run_sipp
+from sipp_runner import SippRuntime, requires_sipp, run_sipp, start_sipp
 
 from router.sip.options import GatewayTarget, send_options
 
@@ -505,6 +505,34 @@ def trunk_for(registrar: SippRegistrar, trunk_id: str, password: str) -> dict:
     }
 
 
+def start_driver(first: dict, second: dict, directory: Path) -> Daemon:
+    """Start `apply_driver.py` on `first`; SIGUSR1 applies `second`'s trunks."""
+    first_path, second_path = directory / "first.json", directory / "second.json"
+    first_path.write_text(json.dumps(first))
+    second_path.write_text(json.dumps(second))
+    stderr_path = directory / "driver.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("apply_driver.py")),
+                str(first_path),
+                str(second_path),
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    router = Daemon(process, first, first_path, stderr_path)
+    try:
+        _wait_until_ready(router)
+    except DaemonStartFailed:
+        router.stop()
+        raise
+    return router
+
+
 def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: Path):
     scenario = "uas-register-401-expect-auth.xml"
     kept, changed, removed, added = (
@@ -533,30 +561,12 @@ def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: 
             trunk_for(added, "trunk-added", PASSWORD),
         ],
     }
-    first_path, second_path = tmp_path / "first.json", tmp_path / "second.json"
-    first_path.write_text(json.dumps(first))
-    second_path.write_text(json.dumps(second))
-    stderr_path = tmp_path / "driver.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("apply_driver.py")),
-                str(first_path),
-                str(second_path),
-            ],
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    router = Daemon(process, first, first_path, stderr_path)
+    router = start_driver(first, second, tmp_path)
 
     def states() -> dict:
         return router.get_json("/readyz")[1].get("registrations", {})
 
     try:
-        _wait_until_ready(router)
         wait_for(
             lambda: (
                 states()
@@ -571,7 +581,7 @@ def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: 
         )
         kept_call_ids = {r.call_id for r in kept.registers()}
 
-        process.send_signal(signal.SIGUSR1)
+        router.process.send_signal(signal.SIGUSR1)
 
         applied = router.wait_for_event("test.applied", timeout=5)
         assert applied["added"] == ["trunk-added"]
@@ -596,5 +606,60 @@ def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: 
         assert {r.call_id for r in kept.registers()} == kept_call_ids
         samples = router.metrics().labels("cozmox_router_registration_state")
         assert {"trunk": "trunk-removed"} not in samples
+    finally:
+        assert router.stop() == 0
+
+
+def test_removed_trunk_keeps_account_for_its_call(
+    registrars, router_config, runtime: SippRuntime, tmp_path: Path
+):
+    registrar = registrars("uas-register-401-expect-auth.xml")
+    # `localhost` is the To host of the call, so pjsua puts the call on the
+    # trunk's account, which the second config then removes.
+    plan = {"domain": f"localhost:{registrar.port}"}
+    first = register_config(router_config, registrar, plan=plan)
+    second = json.loads(json.dumps(first))
+    second["credentials"] = [c for c in second["credentials"] if c["id"] != TRUNK]
+    second["phoneNumbers"] = [
+        n for n in second["phoneNumbers"] if n["credentialId"] != TRUNK
+    ]
+    router = start_driver(first, second, tmp_path)
+    try:
+        wait_for_state(router, "registered")
+        call = start_sipp(
+            "uac-registered-contact-expect-200.xml",
+            router.sip_target,
+            CONTACT_USER,
+            (
+                "-key",
+                "dialled",
+                NUMBER,
+                "-key",
+                "to_host",
+                "localhost",
+                "-set",
+                "hold",
+                "2000",
+            ),  # fmt: skip
+            timeout=20,
+            log_dir=tmp_path,
+        )
+        assert call.wait_for_response(200, timeout=10)
+
+        router.process.send_signal(signal.SIGUSR1)
+        applied = router.wait_for_event("test.applied", timeout=5)
+        assert applied["removed"] == [TRUNK]
+        registrar.wait_for_registers(
+            lambda found: found[-1].expires == 0, timeout=5, what="an un-REGISTER"
+        )
+        retired = router.wait_for_event("sip.trunk_account_retired", trunk=TRUNK)
+        assert retired["calls"] == 1
+        result = call.finish()
+
+        assert result.exit_code == 0, result.describe()
+        ended = router.wait_for_event("call.ended", outcome="assistant")
+        assert ended["trunk"] == TRUNK
+        assert router.wait_for_event("sip.trunk_account_deleted", trunk=TRUNK)
+        assert registration_state(router) is None
     finally:
         assert router.stop() == 0
