@@ -26,10 +26,10 @@ from router.sip.registration import (
     AttemptOutcome,
     NoAccountSlot,
     RegistrationReport,
-    RegistrationSpec,
     UnregisterResult,
     parse_retry_after,
 )
+from router.sip.registration_spec import RegistrationSpec
 
 log = structlog.get_logger(__name__)
 

@@ -39,9 +39,9 @@ from router.sip.messages import (
 )
 from router.sip.registration import (
     RegistrationReport,
-    RegistrationSpec,
     UnregisterResult,
 )
+from router.sip.registration_spec import RegistrationSpec
 
 log = structlog.get_logger(__name__)
 

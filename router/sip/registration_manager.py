@@ -26,15 +26,17 @@ from router.config import RegistrationSettings, SipTrunkCredential
 from router.metrics import Metrics
 from router.sip.registration import (
     AccountFailed,
-    AttemptOutcome,
     AttemptResult,
     NextAttempt,
     RegistrationReport,
-    RegistrationSpec,
     RegistrationState,
     RetryPolicy,
     TrunkRegistration,
     UnregisterResult,
+)
+from router.sip.registration_metrics import RegistrationMetrics, log_result
+from router.sip.registration_spec import (
+    RegistrationSpec,
     registrar_is_inbound_gateway,
     registration_spec,
 )
@@ -116,7 +118,7 @@ class RegistrationManager:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._engine = engine
-        self._metrics = metrics
+        self._metrics = RegistrationMetrics(metrics)
         self._settings = settings
         self._policy = RetryPolicy.from_settings(settings)
         self._clock = clock
@@ -153,6 +155,9 @@ class RegistrationManager:
         without waiting for the registrars.
         """
         async with self._lock:
+            if self._stopping:
+                log.warning("registration.apply_after_stop")
+                return ApplyResult()
             if settings is not None:
                 self._use_settings(settings)
             registering = [t for t in trunks if t.sip_register_plan is not None]
@@ -189,18 +194,16 @@ class RegistrationManager:
             log=log.bind(trunk=spec.trunk_id),
         )
         self._trunks[spec.trunk_id] = trunk
-        self._metrics.registration_expires_seconds.labels(
-            trunk=spec.trunk_id
-        ).set_function(lambda: trunk.registration.seconds_until_expiry(self._clock()))
+        self._metrics.track(
+            spec.trunk_id,
+            lambda: trunk.registration.seconds_until_expiry(self._clock()),
+        )
         trunk.log.info(
             "registration.added",
             aor=spec.aor,
             registrar=spec.registrar_uri,
             transport=spec.transport,
             expires_seconds=spec.expires_seconds,
-        )
-        self._metrics.registration_retry_delay_seconds.labels(trunk=spec.trunk_id).set(
-            0
         )
         self._publish(trunk)
         await self._create_account(trunk)
@@ -238,7 +241,7 @@ class RegistrationManager:
                 await self._engine.remove_trunk_account(trunk_id)
             except AccountFailed as error:
                 trunk.log.error("registration.remove_failed", error=str(error))
-        self._metrics.forget_registration(trunk_id, [r.value for r in AttemptResult])
+        self._metrics.forget(trunk_id)
         trunk.log.info("registration.removed")
 
     # ----- attempts ------------------------------------------------------------
@@ -275,9 +278,7 @@ class RegistrationManager:
     def _local_error(self, trunk: _Trunk, error: AccountFailed) -> None:
         trunk.in_flight = False
         following = trunk.registration.record_local_error()
-        self._metrics.registration_attempts.labels(
-            trunk=trunk.spec.trunk_id, result=AttemptResult.LOCAL_ERROR.value
-        ).inc()
+        self._metrics.count_attempt(trunk.spec.trunk_id, AttemptResult.LOCAL_ERROR)
         trunk.log.error(
             "registration.attempt_failed",
             result=AttemptResult.LOCAL_ERROR.value,
@@ -298,46 +299,13 @@ class RegistrationManager:
             return  # from an account that has since been changed or removed
         trunk.in_flight = False
         result, following = trunk.registration.record(report.outcome, self._clock())
-        self._metrics.registration_attempts.labels(
-            trunk=report.trunk_id, result=result.value
-        ).inc()
-        self._log_result(trunk, result, report.outcome, following)
+        self._metrics.count_attempt(report.trunk_id, result)
+        log_result(trunk.log, trunk.registration, result, report.outcome, following)
         self._publish(trunk, following)
         self._schedule_expiry(trunk)
         self._release_waiters(trunk)
         if following is not None and not self._stopping:
             self._schedule(trunk, following)
-
-    def _log_result(
-        self,
-        trunk: _Trunk,
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-        following: NextAttempt | None,
-    ) -> None:
-        fields = {"result": result.value, "status": outcome.status_code}
-        if result is AttemptResult.REGISTERED:
-            trunk.log.debug(
-                "registration.refreshed",
-                granted_seconds=outcome.granted_seconds,
-                **fields,
-            )
-        elif result is AttemptResult.UNREGISTERED:
-            trunk.log.info("registration.unregistered", **fields)
-        elif following is not None and following.delay_seconds == 0:
-            trunk.log.info("registration.challenge_retry", **fields)
-        else:
-            trunk.log.warning(
-                "registration.attempt_failed",
-                reason=outcome.reason,
-                response_received=outcome.response_received,
-                retry_after_seconds=outcome.retry_after_seconds,
-                consecutive_failures=trunk.registration.consecutive_failures,
-                retry_in_seconds=(
-                    round(following.delay_seconds, 3) if following else None
-                ),
-                **fields,
-            )
 
     def _schedule(self, trunk: _Trunk, following: NextAttempt) -> None:
         if trunk.timer is not None:
@@ -379,20 +347,7 @@ class RegistrationManager:
     def _publish(self, trunk: _Trunk, following: NextAttempt | None = None) -> None:
         """Set the trunk's metrics, and log its state once when it changes."""
         registration = trunk.registration
-        trunk_id = trunk.spec.trunk_id
-        registered = registration.state is RegistrationState.REGISTERED
-        self._metrics.registration_state.labels(trunk=trunk_id).set(int(registered))
-        self._metrics.registration_consecutive_failures.labels(trunk=trunk_id).set(
-            registration.consecutive_failures
-        )
-        self._metrics.registration_last_status_code.labels(trunk=trunk_id).set(
-            registration.last_status_code or 0
-        )
-        if following is not None:
-            retry = 0.0 if following.refresh else following.delay_seconds
-            self._metrics.registration_retry_delay_seconds.labels(trunk=trunk_id).set(
-                retry
-            )
+        self._metrics.publish(trunk.spec.trunk_id, registration, following)
         if registration.state is not trunk.published_state:
             trunk.log.info(
                 "registration.state_changed",

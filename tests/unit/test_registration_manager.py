@@ -13,10 +13,10 @@ from router.sip.registration import (
     AttemptOutcome,
     NoAccountSlot,
     RegistrationReport,
-    RegistrationSpec,
     UnregisterResult,
 )
 from router.sip.registration_manager import RegistrationManager
+from router.sip.registration_spec import RegistrationSpec
 
 # Short delays so that every timer of these tests fires within a second.
 SETTINGS = RegistrationSettings(
@@ -391,3 +391,12 @@ async def test_no_attempt_after_stop(harness):
     await asyncio.sleep(0.1)
 
     assert harness.engine.count("register", "reg-a") == 0
+
+
+async def test_apply_after_stop_does_nothing(harness):
+    await harness.manager.stop(timeout_seconds=1)
+
+    result = await harness.manager.apply(trunks(trunk_data("reg-a")))
+
+    assert result.added == ()
+    assert harness.engine.operations == []

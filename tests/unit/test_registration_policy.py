@@ -15,10 +15,9 @@ from router.sip.registration import (
     classify,
     parse_retry_after,
     refresh_delay_seconds,
-    registrar_is_inbound_gateway,
-    registration_spec,
     retry_delay_seconds,
 )
+from router.sip.registration_spec import registrar_is_inbound_gateway, registration_spec
 
 FAST = RetryPolicy(min_seconds=1, max_seconds=4)
 
