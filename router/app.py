@@ -36,6 +36,8 @@ from router.sip.engine import (
     SipStartError,
 )
 from router.sip.limits import SipLimits, probe_limits
+from router.sip.options import GatewayMonitor
+from router.sip.registration_manager import RegistrationManager
 from router.speech import Speech
 from router.webhooks.assistant_request import AssistantRequestClient
 from router.webhooks.delivery import WebhookDelivery
@@ -52,6 +54,9 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 # Seconds that shutdown waits for the call paths of the calls that stopping
 # the engine hung up. Their last step is a few callbacks on the event loop.
 CALLS_END_AFTER_HANGUP_SECONDS = 1.0
+
+# At shutdown the un-REGISTERs get this long to be answered.
+UNREGISTER_TIMEOUT_SECONDS = 3.0
 
 
 def requested_max_calls(config: Config) -> int:
@@ -96,6 +101,10 @@ class Router:
         self._ready = False
         self.engine: SipEngine | None = None
         self.calls: CallPath | None = None
+        # A config reload passes the new trunks to `registrations.apply()`
+        # and `gateways.apply()`.
+        self.registrations: RegistrationManager | None = None
+        self.gateways: GatewayMonitor | None = None
         self._session: aiohttp.ClientSession | None = None
         self._webhooks: WebhookDelivery | None = None
         self._http: web.AppRunner | None = None
@@ -122,7 +131,8 @@ class Router:
                 "limitsProbed": self.limits.probed,
                 "slots": {"used": used, "max": self.limits.max_calls},
             },
-            "registrations": {},
+            "registrations": self.registrations.states() if self.registrations else {},
+            "gateways": self.gateways.states() if self.gateways else {},
         }
 
     def admin_token(self) -> str | None:
@@ -256,12 +266,22 @@ class Router:
         )
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
+        self.registrations = RegistrationManager(
+            self.engine, self.metrics, self.config.router.registration
+        )
+        self.engine.on_registration = self.registrations.on_report
         try:
             await loop.run_in_executor(None, self.engine.start)
         except SipStartError as error:
             raise StartupError(str(error)) from None
         await self._start_http()
         self.metrics.set_call_slots(0, self.limits.max_calls)
+        await self.registrations.apply(self.config.trunks())
+        self.gateways = GatewayMonitor(
+            self.metrics, _ping_hosts(self.config), self.config.router.sip.public_host
+        )
+        self.gateways.apply(self.config.trunks())
+        self.reload_listeners.append(self._apply_trunk_changes)
         self._ready = True
         log.info(
             "router.started",
@@ -323,6 +343,10 @@ class Router:
         await self._drain()
         for listener in list(self.stop_listeners):
             await _call_listener(listener)
+        if self.registrations is not None:
+            await self.registrations.stop(UNREGISTER_TIMEOUT_SECONDS)
+        if self.gateways is not None:
+            await self.gateways.stop()
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
         await self._flush_webhooks()
@@ -366,6 +390,13 @@ class Router:
             flush_seconds = self.config.router.webhook_delivery.flush_seconds
             await self._webhooks.flush(flush_seconds)
 
+    async def _apply_trunk_changes(self, old: Config, new: Config) -> None:
+        """Re-register the trunks and re-ping the gateways a reload changed."""
+        if self.registrations is not None:
+            await self.registrations.apply(new.trunks(), new.router.registration)
+        if self.gateways is not None:
+            self.gateways.apply(new.trunks())
+
     def _active(self) -> int:
         return self.calls.active_calls if self.calls else 0
 
@@ -407,6 +438,14 @@ def accounts_for_config(limits: SipLimits) -> int:
     local account (the one with no RTP sockets) takes one more.
     """
     return limits.max_accounts - 1
+
+
+def _ping_hosts(config: Config) -> dict[str, str | None]:
+    """Return the address that OPTIONS pings go out from, per transport."""
+    hosts: dict[str, str | None] = {}
+    for address in config.router.sip.listen:
+        hosts[address.transport] = None if address.host == "0.0.0.0" else address.host
+    return hosts
 
 
 def probe_and_check(config: Config) -> SipLimits:

@@ -10,8 +10,9 @@ resident memory, open file descriptors), without the router's prefix so
 that ready-made dashboards and alerts find them.
 """
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,6 +70,7 @@ class Metrics:
         self._create_call_metrics(registry)
         self._create_webhook_metrics(registry)
         self._create_operation_metrics(registry)
+        self._create_registration_metrics(registry)
 
     def _create_sip_metrics(self, registry: CollectorRegistry) -> None:
         self.sip_invites_received = Counter(
@@ -214,6 +216,72 @@ class Metrics:
         self.config_last_reload_successful.set(1 if applied else 0)
         if applied:
             self.config_last_reload_success_seconds.set(time.time())
+
+    def _create_registration_metrics(self, registry: CollectorRegistry) -> None:
+        self.registration_expires_seconds = Gauge(
+            PREFIX + "registration_expires_seconds",
+            "Time in seconds until a trunk's registration binding expires, 0 "
+            "without a binding.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_consecutive_failures = Gauge(
+            PREFIX + "registration_consecutive_failures",
+            "Failed registration attempts of a trunk since its last success.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_last_status_code = Gauge(
+            PREFIX + "registration_last_status_code",
+            "SIP status of a trunk's last finished REGISTER: 408 when the "
+            "registrar never answered, 0 when nothing could be sent.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_retry_delay_seconds = Gauge(
+            PREFIX + "registration_retry_delay_seconds",
+            "Time in seconds that a trunk waits before its next registration "
+            "attempt after a failure, 0 while registered.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_attempts = Counter(
+            PREFIX + "registration_attempts_total",
+            "Finished REGISTER transactions of a trunk, by result (registered, "
+            "unregistered, auth-failed, forbidden, timeout, transport-error, "
+            "server-error, rejected, local-error).",
+            ["trunk", "result"],
+            registry=registry,
+        )
+        self.gateway_options_pings = Counter(
+            PREFIX + "gateway_options_pings_total",
+            "OPTIONS pings to a gateway, by result (answered, missed).",
+            ["trunk", "gateway", "result"],
+            registry=registry,
+        )
+
+    def forget_registration(self, trunk: str, results: Iterable[str]) -> None:
+        """Drop every registration series of a trunk that left the config."""
+        for gauge in (
+            self.registration_state,
+            self.registration_expires_seconds,
+            self.registration_consecutive_failures,
+            self.registration_last_status_code,
+            self.registration_retry_delay_seconds,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(trunk)
+        for result in results:
+            with contextlib.suppress(KeyError):
+                self.registration_attempts.remove(trunk, result)
+
+    def forget_gateway(self, trunk: str, gateway: str) -> None:
+        """Drop the health series of a gateway that left the config."""
+        with contextlib.suppress(KeyError):
+            self.gateway_up.remove(trunk, gateway)
+        for result in ("answered", "missed"):
+            with contextlib.suppress(KeyError):
+                self.gateway_options_pings.remove(trunk, gateway, result)
 
     def set_call_slots(self, used: int, maximum: int) -> None:
         """Set the used and maximum call slots of the `sip_call_slots` gauge."""

@@ -32,6 +32,7 @@ import pjsua2 as pj
 import structlog
 
 from router.errors import ConcurrencyLimitReached, FinalResponse, final_response
+from router.sip.accounts import TrunkAccounts
 from router.sip.limits import SipLimits
 from router.sip.messages import (
     CallKey,
@@ -41,6 +42,11 @@ from router.sip.messages import (
     parse_request,
     split_host_port,
 )
+from router.sip.registration import (
+    RegistrationReport,
+    UnregisterResult,
+)
+from router.sip.registration_spec import RegistrationSpec
 from router.sip.sockets import SocketBudget
 
 log = structlog.get_logger(__name__)
@@ -137,6 +143,8 @@ class _Leg:
     hanging_up: bool = False
     media: bool = False
     player: pj.AudioMediaPlayer | None = None
+    account: pj.Account | None = None
+    """The account that pjsua put an inbound call on."""
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -201,6 +209,18 @@ class _RouterAccount(pj.Account):
         prm.code = 403
 
 
+class _TrunkAccount(_RouterAccount):
+    """A registering trunk's account; calls that land on it go the same way."""
+
+    def __init__(self, engine: SipEngine, trunk_id: str):
+        super().__init__(engine)
+        self.trunk_id = trunk_id
+
+    @_guarded
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        self._engine._trunk_accounts.on_reg_state(self.trunk_id, prm)
+
+
 class _Endpoint(pj.Endpoint):
     def __init__(self, engine: SipEngine):
         super().__init__()
@@ -257,6 +277,15 @@ class SipEngine:
         self._quiet_account: _RouterAccount | None = None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
+        self.on_registration: Callable[[RegistrationReport], None] = lambda report: None
+        self._trunk_accounts = TrunkAccounts(
+            limits.max_accounts,
+            lambda trunk_id: _TrunkAccount(self, trunk_id),
+            self._configure_media,
+            self._calls_on,
+            lambda report: self._post(self._deliver_registration, report),
+        )
+        self._trunk_accounts.public_host = settings.public_host
         self.slots_used = 0
         self.legs_reserved = 0
         self._shutting_down = False
@@ -363,6 +392,8 @@ class SipEngine:
                     "no other process uses that port (router.sip.listen)"
                 ) from None
             info = endpoint.transportGetInfo(transport_id)
+            self._trunk_accounts.transport_ids[address.transport] = transport_id
+            self._trunk_accounts.transport_names[address.transport] = info.localName
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
 
@@ -379,6 +410,13 @@ class SipEngine:
         config = pj.AccountConfig()
         config.idUri = f"sip:router@{host}:{first.port}"
         config.mediaConfig.useLoopMedTp = loop_media
+        self._configure_media(config)
+        account = _RouterAccount(self)
+        account.create(config, not loop_media)
+        return account
+
+    def _configure_media(self, config: pj.AccountConfig) -> None:
+        first = self.bound[0]
         media = config.mediaConfig.transportConfig
         media.port = self.settings.rtp_port_start
         media.portRange = self.settings.rtp_port_count
@@ -386,9 +424,6 @@ class SipEngine:
             media.boundAddress = first.host
         if self.settings.public_host:
             media.publicAddress = self.settings.public_host
-        account = _RouterAccount(self)
-        account.create(config, not loop_media)
-        return account
 
     def _destroy_library(self) -> None:
         endpoint = self._endpoint
@@ -407,6 +442,7 @@ class SipEngine:
         except pj.Error as error:
             log.error("sip.hangup_all_failed", error=error.info())
         self._calls.clear()
+        self._trunk_accounts.shutdown_all()
         self._account = None
         self._quiet_account = None
         try:
@@ -552,6 +588,33 @@ class SipEngine:
         answered = self._answered.setdefault(key, self._loop.create_future())
         await _first_of(answered, self.ended(key))
 
+    # ----- asyncio side: trunk registrations ---------------------------------
+
+    async def add_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Create a trunk's account, which registers at once.
+
+        Its reports carry `serial`. Raises NoAccountSlot when the build has
+        no account left, and AccountFailed when pjsua refuses the account or
+        the router has no transport for the registrar.
+        """
+        await self._submit(self._trunk_accounts.add, spec, serial)
+
+    async def modify_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Re-register a trunk with changed settings, reporting with `serial`."""
+        await self._submit(self._trunk_accounts.modify, spec, serial)
+
+    async def register_trunk(self, trunk_id: str) -> bool:
+        """Send a REGISTER; False when one is in progress already."""
+        return await self._submit(self._trunk_accounts.register, trunk_id)
+
+    async def unregister_trunk(self, trunk_id: str) -> UnregisterResult:
+        """Send an un-REGISTER for a trunk's binding."""
+        return await self._submit(self._trunk_accounts.unregister, trunk_id)
+
+    async def remove_trunk_account(self, trunk_id: str) -> None:
+        """Delete a trunk's account once no call uses it."""
+        await self._submit(self._trunk_accounts.remove, trunk_id)
+
     # ----- owner thread: operations -----------------------------------------
 
     def _leg(self, key: CallKey) -> _Leg:
@@ -646,7 +709,11 @@ class SipEngine:
         key = CallKey(prm.callId, next(self._serials))
         media = account is self._account
         verdict = self._take_verdict(prm.rdata.wholeMsg)
-        self._calls[key.slot] = _Leg(call, key, inbound=True, media=media)
+        # Only a trunk's own account needs to know of its calls.
+        own = account is self._account or account is self._quiet_account
+        self._calls[key.slot] = _Leg(
+            call, key, inbound=True, media=media, account=None if own else account
+        )
         self.slots_used = len(self._calls)
         if media:
             self.sockets.opened()
@@ -727,6 +794,10 @@ class SipEngine:
         self.slots_used = len(self._calls)
         if leg.media:
             self.sockets.closed()
+        if leg.account is not None:
+            # pjsua still uses the account while this callback runs.
+            account = leg.account
+            self._ops.put(lambda: self._trunk_accounts.call_ended(account))
         ended = LegEnded(
             status_code=info.lastStatusCode,
             reason=info.lastReason,
@@ -774,6 +845,9 @@ class SipEngine:
     def _on_rejected_by_pjsua(self, status: int) -> None:
         self._post(self.on_rejected_by_stack, status)
 
+    def _calls_on(self, account: pj.Account) -> int:
+        return sum(1 for leg in self._calls.values() if leg.account is account)
+
     # ----- loop side: resolving awaitables ------------------------------------
 
     def _resolve_answered(self, key: CallKey) -> None:
@@ -785,6 +859,9 @@ class SipEngine:
         self._transfers.pop(key, None)
         # Keep the ended future a moment for late awaiters, then drop it.
         self._loop.call_later(60, self._ended.pop, key, None)
+
+    def _deliver_registration(self, report: RegistrationReport) -> None:
+        self.on_registration(report)
 
     def _resolve_transfer(self, key: CallKey, status: TransferStatus) -> None:
         statuses = self._transfers.get(key)

@@ -26,6 +26,15 @@ EXPECTED = {
     "cozmox_router_config_reloads": ("counter", {"result"}),
     "cozmox_router_config_last_reload_successful": ("gauge", set()),
     "cozmox_router_config_last_reload_success_timestamp_seconds": ("gauge", set()),
+    "cozmox_router_registration_expires_seconds": ("gauge", {"trunk"}),
+    "cozmox_router_registration_consecutive_failures": ("gauge", {"trunk"}),
+    "cozmox_router_registration_last_status_code": ("gauge", {"trunk"}),
+    "cozmox_router_registration_retry_delay_seconds": ("gauge", {"trunk"}),
+    "cozmox_router_registration_attempts": ("counter", {"trunk", "result"}),
+    "cozmox_router_gateway_options_pings": (
+        "counter",
+        {"trunk", "gateway", "result"},
+    ),
 }
 
 # prometheus_client's ProcessCollector, on Linux.
@@ -76,6 +85,14 @@ def exercise(metrics: Metrics) -> None:
     metrics.set_call_slots(used=1, maximum=4)
     metrics.set_sip_limits({"maxCalls": 4, "maxAccounts": 8, "maxPacketBytes": 4000})
     metrics.config_reloads.labels(result="applied").inc()
+    metrics.registration_expires_seconds.labels(trunk="trunk-a").set(30)
+    metrics.registration_consecutive_failures.labels(trunk="trunk-a").set(0)
+    metrics.registration_last_status_code.labels(trunk="trunk-a").set(200)
+    metrics.registration_retry_delay_seconds.labels(trunk="trunk-a").set(0)
+    metrics.registration_attempts.labels(trunk="trunk-a", result="registered").inc()
+    metrics.gateway_options_pings.labels(
+        trunk="trunk-a", gateway="127.0.0.1:5060", result="answered"
+    ).inc()
 
 
 def families(metrics: Metrics) -> dict:
@@ -176,3 +193,39 @@ def test_metrics_sip_limits_ignore_unknown_keys(metrics):
         s.labels["limit"]: s.value for s in exposed["cozmox_router_sip_limits"].samples
     }
     assert limits == {"maxCalls": 4}
+
+
+def test_metrics_forget_registration(metrics):
+    exercise(metrics)
+
+    metrics.forget_registration("trunk-a", ["registered", "timeout"])
+
+    registry = metrics.registry
+    labels = {"trunk": "trunk-a"}
+    for name in (
+        "cozmox_router_registration_state",
+        "cozmox_router_registration_expires_seconds",
+        "cozmox_router_registration_consecutive_failures",
+        "cozmox_router_registration_last_status_code",
+        "cozmox_router_registration_retry_delay_seconds",
+    ):
+        assert registry.get_sample_value(name, labels) is None, name
+    attempts = registry.get_sample_value(
+        "cozmox_router_registration_attempts_total",
+        {"trunk": "trunk-a", "result": "registered"},
+    )
+    assert attempts is None
+
+
+def test_metrics_forget_gateway(metrics):
+    exercise(metrics)
+
+    metrics.forget_gateway("trunk-a", "127.0.0.1:5060")
+
+    registry = metrics.registry
+    labels = {"trunk": "trunk-a", "gateway": "127.0.0.1:5060"}
+    assert registry.get_sample_value("cozmox_router_gateway_up", labels) is None
+    pings = registry.get_sample_value(
+        "cozmox_router_gateway_options_pings_total", {**labels, "result": "answered"}
+    )
+    assert pings is None
