@@ -227,7 +227,7 @@ class Metrics:
         )
         self.registration_consecutive_failures = Gauge(
             PREFIX + "registration_consecutive_failures",
-            "Failed registration attempts of a trunk since its last success.",
+            "Count of failed registration attempts of a trunk since its last success.",
             ["trunk"],
             registry=registry,
         )

@@ -58,6 +58,10 @@ UNIT_WORDS = (
     "messages",
     "reloads",
     "1 ",
+    "attempts",
+    "transactions",
+    "pings",
+    "sip status",
 )
 
 BUCKET_LABELS = {"le"}
