@@ -190,7 +190,7 @@ class Router:
                 return self._reject_reload(["the router was started without a file"])
             try:
                 new = await asyncio.to_thread(
-                    load_checked, self.config_path, accounts_for_config(self.limits)
+                    load_checked, self.config_path, self.limits.max_accounts
                 )
             except ConfigError as error:
                 return self._reject_reload(error.errors)
@@ -431,15 +431,6 @@ def _engine_settings(config: Config) -> EngineSettings:
     )
 
 
-def accounts_for_config(limits: SipLimits) -> int:
-    """Return the account limit that `check_limits` applies to a config.
-
-    `check_limits` keeps one account for the router; the router's second
-    local account (the one with no RTP sockets) takes one more.
-    """
-    return limits.max_accounts - 1
-
-
 def _ping_hosts(config: Config) -> dict[str, str | None]:
     """Return the address that OPTIONS pings go out from, per transport."""
     hosts: dict[str, str | None] = {}
@@ -451,7 +442,7 @@ def _ping_hosts(config: Config) -> dict[str, str | None]:
 def probe_and_check(config: Config) -> SipLimits:
     """Probe the SIP build's limits and check the config against them."""
     limits = probe_limits(requested_max_calls(config))
-    errors = check_limits(config, accounts_for_config(limits))
+    errors = check_limits(config, limits.max_accounts)
     if errors:
         raise ConfigError(errors)
     return limits

@@ -151,6 +151,7 @@ class TrunkAccounts:
             log.info("sip.trunk_account_retired", trunk=trunk_id, calls=calls)
             return
         account.shutdown()
+        log.info("sip.trunk_account_deleted", trunk=trunk_id)
 
     def call_ended(self, account: pj.Account | None) -> None:
         """Delete a retired account once its last call has ended."""

@@ -485,7 +485,7 @@ def test_too_many_registering_trunks_refused(start_router: StartRouter, router_c
 
     message = str(failure.value)
     assert "8 trunks have a sipRegisterPlan" in message
-    assert "registers at most 7" in message
+    assert "registers at most 6" in message
 
 
 # ----- reload --------------------------------------------------------------------
@@ -610,12 +610,13 @@ def test_apply_changes_only_changed_trunks(registrars, router_config, tmp_path: 
         assert router.stop() == 0
 
 
-def test_removed_trunk_keeps_account_for_its_call(
+def test_removed_trunk_leaves_its_call_up(
     registrars, router_config, runtime: SippRuntime, tmp_path: Path
 ):
     registrar = registrars("uas-register-401-expect-auth.xml")
-    # `localhost` is the To host of the call, so pjsua puts the call on the
-    # trunk's account, which the second config then removes.
+    # `localhost` is the To host of the call, which pjsua would match to the
+    # trunk's account; the router puts every inbound call on its own local
+    # account instead, so removing the trunk leaves the call alone.
     plan = {"domain": f"localhost:{registrar.port}"}
     first = register_config(router_config, registrar, plan=plan)
     second = json.loads(json.dumps(first))
@@ -652,14 +653,12 @@ def test_removed_trunk_keeps_account_for_its_call(
         registrar.wait_for_registers(
             lambda found: found[-1].expires == 0, timeout=5, what="an un-REGISTER"
         )
-        retired = router.wait_for_event("sip.trunk_account_retired", trunk=TRUNK)
-        assert retired["calls"] == 1
+        assert router.wait_for_event("sip.trunk_account_deleted", trunk=TRUNK)
         result = call.finish()
 
         assert result.exit_code == 0, result.describe()
         ended = router.wait_for_event("call.ended", outcome="assistant")
         assert ended["trunk"] == TRUNK
-        assert router.wait_for_event("sip.trunk_account_deleted", trunk=TRUNK)
         assert registration_state(router) is None
     finally:
         assert router.stop() == 0
