@@ -252,14 +252,9 @@ class CallPath:
         call.caller_number = dialled_user(invite.from_header)
         call.dialled_number = dialled_user(invite.request_uri)
         self.calls[call.id] = call
-        call.log.info(
-            "call.received",
-            transport=invite.transport,
-            dialled=call.dialled_number,
-            caller=mask_number(
-                call.caller_number or "", config.router.mask_caller_numbers
-            ),
-        )
+        # Until the trunk is known the sender may be anyone, so nothing of
+        # the call but its source and Call-ID is logged.
+        call.log.info("call.received", transport=invite.transport)
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
@@ -302,7 +297,15 @@ class CallPath:
         """Step 2: the source address must belong to an inbound gateway."""
         host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
-        call.log.info("call.trunk_matched", trunks=[t.id for t in call.trunks])
+        call.log.info(
+            "call.trunk_matched",
+            trunks=[t.id for t in call.trunks],
+            dialled=call.dialled_number,
+            caller=mask_number(
+                call.caller_number or "",
+                routing.config.router.mask_caller_numbers,
+            ),
+        )
 
     def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
         """Step 3: the Request-URI user, else the To user, among the trunks."""

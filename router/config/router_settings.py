@@ -116,11 +116,11 @@ class RouterSettings(ConfigModel):
     http: HttpSettings = HttpSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     registration: RegistrationSettings = RegistrationSettings()
-    max_concurrent_calls: int = Field(500, ge=1)
+    max_concurrent_calls: int = Field(500, ge=1, le=100_000)
     """Calls past this limit get 503 with Retry-After."""
     assistant_request_deadline_seconds: float = Field(7.5, gt=0, le=300)
     """Deadline of the whole assistant-request exchange, retries included."""
-    drain_seconds: float = Field(30, ge=0)
+    drain_seconds: float = Field(30, ge=0, le=86_400)
     """How long calls in progress may go on after SIGTERM."""
     webhook_delivery: WebhookDeliverySettings = WebhookDeliverySettings()
     speech: SpeechSettings = SpeechSettings()

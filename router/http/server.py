@@ -188,7 +188,9 @@ def _require_admin(request: web.Request, state: HttpState) -> None:
     if presented is None:
         raise _rejected(request, web.HTTPUnauthorized, "missing bearer token")
     # Compared as bytes: compare_digest rejects str with non-ASCII characters.
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    if not hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode()
+    ):
         raise _rejected(request, web.HTTPUnauthorized, "invalid bearer token")
 
 

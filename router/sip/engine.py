@@ -22,8 +22,10 @@ import dataclasses
 import itertools
 import os
 import queue
+import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,7 @@ from router.sip.sockets import SocketBudget
 log = structlog.get_logger(__name__)
 
 _EVENT_WAIT_MS = 2
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
 # Audio left in the conference bridge and the RTP stream when the WAV file
 # ends (a few 20 ms frames), so the hang-up does not cut the last word.
 _PLAYBACK_TAIL_SECONDS = 0.3
@@ -165,14 +168,37 @@ def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
 
 
 class _LogWriter(pj.LogWriter):
-    """Sends pjsip's own log lines to structlog."""
+    """Sends pjsip's own log lines to structlog, cut short and rate-limited.
+
+    pjsip logs whole packets with its errors, caller numbers and all, and
+    any source can make it log one per packet; so only the first line is
+    kept, and at most `LINES_PER_WINDOW` lines per window go out.
+    """
+
+    LINES_PER_WINDOW = 20
+    WINDOW_SECONDS = 10.0
+    MAX_CHARACTERS = 160
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._window_start = 0.0
+        self._lines = 0
+        self._suppressed = 0
 
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see _guarded().
         with contextlib.suppress(BaseException):
-            log.warning(
-                "sip.stack_log", stack_level=entry.level, text=entry.msg.strip()
-            )
+            now = time.monotonic()
+            if now - self._window_start >= self.WINDOW_SECONDS:
+                if self._suppressed:
+                    log.warning("sip.stack_log_suppressed", lines=self._suppressed)
+                self._window_start, self._lines, self._suppressed = now, 0, 0
+            self._lines += 1
+            if self._lines > self.LINES_PER_WINDOW:
+                self._suppressed += 1
+                return
+            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
+            log.warning("sip.stack_log", stack_level=entry.level, text=text)
 
 
 class _RouterCall(pj.Call):
@@ -929,6 +955,9 @@ def _call_op(
         parameters.reason = reason
     vector = pj.SipHeaderVector()
     for name, value in headers:
+        # pjsua copies header text as it is: a line break would add headers.
+        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
+            raise ValueError(f"SIP header {name!r} contains a line break")
         header = pj.SipHeader()
         header.hName = name
         header.hValue = value
