@@ -54,6 +54,8 @@ from bench.systems import (
 )
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+CONCURRENCY = "concurrency"
+PARTS = (*(path.key for path in FULL_PATHS), CONCURRENCY)
 # The whole run stops climbing once this is spent, so that `make bench`
 # ends within 20 minutes on a busy machine.
 DEFAULT_BUDGET_MINUTES = 17.0
@@ -353,17 +355,24 @@ def _say(line: str) -> None:
 # ----- the command --------------------------------------------------------------
 
 
-def run_full(bench: Bench, systems: tuple[str, ...]) -> dict[str, Any]:
-    """Run every path, then the concurrency run."""
+def run_full(
+    bench: Bench, systems: tuple[str, ...], parts: tuple[str, ...]
+) -> dict[str, Any]:
+    """Run the chosen paths, then the concurrency run."""
     paths = {}
     for path in FULL_PATHS:
-        paths[path.key] = bench.run_path(path, systems)
-    reject_top = paths["reject"]["systems"].get(ROUTER, {}).get("top", {}).get("rate")
-    concurrency = bench.run_concurrency(reject_top) if ROUTER in systems else None
+        if path.key in parts:
+            paths[path.key] = bench.run_path(path, systems)
+    concurrency = None
+    if CONCURRENCY in parts and ROUTER in systems:
+        reject = paths.get("reject", {"systems": {}})["systems"].get(ROUTER)
+        concurrency = bench.run_concurrency(reject["top"]["rate"] if reject else None)
     return {"paths": paths, "concurrency": concurrency}
 
 
-def run_smoke(bench: Bench, systems: tuple[str, ...]) -> dict[str, Any]:
+def run_smoke(
+    bench: Bench, systems: tuple[str, ...], parts: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run the reject path at one rate on each system."""
     path = _smoke_path()
     measured = {name: bench.run_smoke(path, name, SMOKE_RATE) for name in systems}
@@ -386,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()
     run = run_smoke if arguments.smoke else run_full
-    results = run(bench, systems)
+    results = run(bench, systems, tuple(arguments.parts))
     results.update(
         date=time.strftime("%Y-%m-%d"),
         started=started,
@@ -439,6 +448,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SYSTEM",
         help=f"systems to run, of {ROUTER}, {BARE} and {KAMAILIO} "
         "(default: all three; the smoke runs the first two)",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=PARTS,
+        metavar="PART",
+        help=f"what to run, of {', '.join(PARTS)} (default: all)",
     )
     parser.add_argument(
         "--results-dir",
