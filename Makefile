@@ -2,6 +2,7 @@
 #   make run    create .venv, install the router, run it on the example config
 #   make test   install SIPp and the test extras, run every test
 #   make demo   place one real call per route of the example config
+#   make bench  install SIPp and Kamailio, run the benchmark (about 15 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,7 +11,7 @@ CONFIG ?= config/router.example.yaml
 # apt-get needs root; run it through sudo for other users.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test demo sipp clean
+.PHONY: run test demo bench sipp kamailio clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/cozmox-router run -c $(CONFIG)
@@ -21,11 +22,24 @@ test: sipp $(VENV)/.installed-test
 demo: sipp $(VENV)/.installed-run
 	$(BIN)/python scripts/demo.py
 
+# Writes bench/results/<date>.md; bench/README.md describes the method.
+bench: sipp kamailio $(VENV)/.installed-run
+	$(BIN)/python -m bench
+
 # SIPp 3.6.1 is Debian's sip-tester package.
 sipp:
 	@command -v sipp >/dev/null || { \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y sip-tester; }
+
+# Kamailio 5.6 is Debian's kamailio package. The benchmark starts its own
+# Kamailio on 127.0.0.1, so the unit is masked first: the package would
+# otherwise start a system-wide Kamailio on every interface at install.
+kamailio:
+	@command -v kamailio >/dev/null || { \
+		$(SUDO) systemctl mask kamailio.service 2>/dev/null; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y kamailio; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
