@@ -22,7 +22,7 @@ def describe(
         "python": platform.python_version(),
         "pjsua2": _package_version("pjsua2-python"),
         "sipp": _first_line(["sipp", "-v"], "SIPp"),
-        "kamailio": _first_line(["kamailio", "-v"], "version"),
+        "kamailio": _first_line(["kamailio", "-v"], "version: "),
         "loadAverageBefore": [round(value, 2) for value in load_before],
         "loadAverageAfter": [round(value, 2) for value in load_after],
     }
@@ -58,5 +58,6 @@ def _first_line(command: list[str], marker: str) -> str | None:
         return None
     for line in (output.stdout + output.stderr).splitlines():
         if marker in line:
-            return line.strip()
+            # "version: kamailio 5.6.3 (x86_64/linux) " and "SIPp v3.6.1-SCTP."
+            return line.replace("version: ", "").strip().rstrip(".")
     return None

@@ -43,7 +43,7 @@ REJECT = BenchPath(
     load=Load("uac-expect-404.xml", UNKNOWN_NUMBER),
     reply="404",
     ladder=LadderPlan(FAST_LADDER, refine_steps=3),
-    step_seconds=8,
+    step_seconds=6,
     min_calls=100,
 )
 REDIRECT = BenchPath(
@@ -52,7 +52,7 @@ REDIRECT = BenchPath(
     load=Load("uac-expect-302.xml", STATIC_NUMBER),
     reply="302",
     ladder=LadderPlan(FAST_LADDER, refine_steps=3),
-    step_seconds=8,
+    step_seconds=6,
     min_calls=100,
 )
 STATIC = BenchPath(
@@ -60,9 +60,9 @@ STATIC = BenchPath(
     title="static, bridged 1 s",
     load=Load("uac-static-assistant-expect-200.xml", STATIC_NUMBER, hold_ms=1000),
     reply="bridge",
-    ladder=LadderPlan((0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0), quantum=0.25),
+    ladder=LadderPlan((0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0), quantum=0.25),
     step_seconds=10,
-    min_calls=10,
+    min_calls=12,
     needs_runtime=True,
 )
 WEBHOOK = BenchPath(
@@ -70,8 +70,10 @@ WEBHOOK = BenchPath(
     title="webhook 100 ms, then 302",
     load=Load("uac-expect-302.xml", ASK_SERVER_NUMBER),
     reply="302",
-    ladder=LadderPlan((5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)),
-    step_seconds=8,
+    ladder=LadderPlan(
+        (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0), refine_steps=3
+    ),
+    step_seconds=6,
     min_calls=50,
     systems=(ROUTER,),
     webhook_delay_seconds=0.1,

@@ -167,7 +167,7 @@ class SippCaller:
         the caller measures.
         """
         sipp_cpu, crashed = _watch(self.process, system_alive)
-        successful = _successful_calls(self.files.stat)
+        successful = successful_calls(self.files.stat)
         if successful is None and not crashed:
             raise RuntimeError(
                 f"SIPp wrote no statistics (exit {self.process.returncode}): "
@@ -181,9 +181,9 @@ class SippCaller:
             system_cpu_seconds=system_cpu_seconds,
             sipp_cpu_seconds=sipp_cpu,
             crashed=crashed,
-            failure_reasons=_failure_reasons(self.files.errors),
+            failure_reasons=failure_reasons(self.files.errors),
             latencies_ms=(
-                _setup_latencies_ms(self.files.short) if self.trace_latency else []
+                setup_latencies_ms(self.files.short) if self.trace_latency else []
             ),
         )
 
@@ -292,7 +292,7 @@ def _watch(
     return sipp_cpu, False
 
 
-def _successful_calls(stat_file: Path) -> int | None:
+def successful_calls(stat_file: Path) -> int | None:
     """Return SuccessfulCall(C) from the last line of SIPp's statistics."""
     lines = _read(stat_file).splitlines()
     if len(lines) < 2:
@@ -302,7 +302,7 @@ def _successful_calls(stat_file: Path) -> int | None:
     return int(values[names.index("SuccessfulCall(C)")])
 
 
-def _failure_reasons(error_file: Path) -> dict[str, int]:
+def failure_reasons(error_file: Path) -> dict[str, int]:
     """Count failed calls by cause: the unexpected status, or a timeout."""
     reasons: Counter[str] = Counter()
     # SIPp writes one event per failed call, not always on its own line.
@@ -317,7 +317,7 @@ def _failure_reasons(error_file: Path) -> dict[str, int]:
     return dict(reasons)
 
 
-def _setup_latencies_ms(short_file: Path) -> list[float]:
+def setup_latencies_ms(short_file: Path) -> list[float]:
     """Return, per call, ms from its first INVITE to its first final response."""
     sent: dict[str, float] = {}
     latencies: list[float] = []

@@ -28,6 +28,7 @@ from bench.procs import (
     stop_process,
     tree_cpu_seconds,
     tree_pss_bytes,
+    tree_runtime_seconds,
 )
 from bench.sipp import SCENARIOS, require_sipp
 
@@ -130,6 +131,10 @@ class System:
     def cpu_seconds(self) -> float:
         """Return the CPU time of the running process tree, 0.0 if it died."""
         return tree_cpu_seconds(self.pid) if self.alive() else 0.0
+
+    def runtime_seconds(self) -> float:
+        """Return the CPU time of the running tree's live threads, finely."""
+        return tree_runtime_seconds(self.pid) if self.alive() else 0.0
 
     def memory_bytes(self) -> int:
         """Return the current memory of the kind `peak_memory_bytes` reports."""
