@@ -271,9 +271,7 @@ class Bench:
             if path.webhook_delay_seconds is not None:
                 webhooks = WebhookServer(directory, path.webhook_delay_seconds)
             # A path without a runtime still names one: the 302's Contact.
-            runtime_uri = (
-                runtime.uri if runtime else f"sip:runtime@127.0.0.1:{free_port()}"
-            )
+            runtime_uri = runtime.uri if runtime else _unused_runtime_uri()
             yield Setup(path.reply, runtime_uri, webhooks.url if webhooks else None)
         finally:
             if webhooks is not None:

@@ -68,6 +68,7 @@ class System:
         self.setup = setup
         self.directory = directory
         self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
         self.port = 0
         self.starts = 0
         self._peak_memory = 0
@@ -88,8 +89,8 @@ class System:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         self.port = free_port()
-        stderr_path = self.directory / f"{self.name}-{self.starts}.log"
-        with stderr_path.open("wb") as output:
+        self.log_path = self.directory / f"{self.name}-{self.starts}.log"
+        with self.log_path.open("wb") as output:
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=REPO_ROOT,
@@ -97,7 +98,6 @@ class System:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        self.log_path = stderr_path
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -145,10 +145,10 @@ class System:
         return self._peak_memory
 
     def log_tail(self, characters: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-characters:]
-        except (AttributeError, FileNotFoundError):
+        """Return the end of what the process wrote to stdout and stderr."""
+        if self.log_path is None or not self.log_path.exists():
             return ""
+        return self.log_path.read_text(errors="replace")[-characters:]
 
     def crash_line(self) -> str:
         """Return the last line of output that names an assertion or signal."""
@@ -184,6 +184,7 @@ class RouterSystem(System):
     """The router daemon, on a config written for the path."""
 
     name = "router"
+    http_port = 0
 
     def command(self) -> list[str]:
         self.http_port = free_port()
