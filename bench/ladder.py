@@ -3,10 +3,11 @@
 A step is clean when fewer than 0.1 % of its calls failed. The ladder
 doubles the rate until a step fails, then bisects between the last clean
 and the first failed rate a few times. Three things end the climb early
-and make the top a lower bound only: the last rate of the ladder was clean
-(`capped`), SIPp used most of a core, so the load generator and not the
-system may have been the limit (`generator_bound`), or the benchmark's time
-budget ran out (`time_bound`).
+and make the top a lower bound only:
+- `capped`: the last rate of the ladder was clean;
+- `generator_bound`: SIPp used most of a core, so the load generator and
+  not the system may have been the limit;
+- `time_bound`: the benchmark's time budget ran out.
 """
 
 from __future__ import annotations

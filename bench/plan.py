@@ -1,4 +1,4 @@
-"""What the benchmark runs: the paths, their loads and their rate ladders."""
+"""The benchmark's paths, their SIPp loads and their rate ladders."""
 
 from __future__ import annotations
 

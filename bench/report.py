@@ -106,7 +106,7 @@ def targets(results: Results) -> list[Results]:
     for key in ("reject", "redirect", "static"):
         checks.append(_top_target(paths, key))
     checks.append(_kamailio_share_target(results))
-    # The webhook path's setup time holds the webhook's own 100 ms.
+    # The webhook path's setup time includes the webhook's own 100 ms.
     for key in ("reject", "redirect", "static"):
         checks.append(_latency_target(paths, key))
     checks.extend(_concurrency_targets(results.get("concurrency")))
@@ -203,9 +203,9 @@ def _webhook_target(results: Results) -> Results:
 def webhook_bound(results: Results) -> float | None:
     """Return the top CPS the call slots allow with a 100 ms webhook.
 
-    Every call holds a slot while the webhook runs, and the router keeps
-    one slot free, so at most (slots - 1) / 0.1 s calls per second; nor can
-    it beat the redirect path without a webhook.
+    Every call occupies a slot while the webhook runs and the router keeps
+    one slot free, so it can take at most (slots - 1) / 0.1 s calls per
+    second. Nor can it beat its redirect path, which has no webhook.
     """
     slots = (results.get("limits") or {}).get("maxCalls")
     redirect = results["paths"].get("redirect", {"systems": {}})["systems"]
@@ -435,7 +435,7 @@ def _crashes_section(results: Results) -> str:
             for cause, rates in rates_by_cause.items():
                 lines.append(
                     f"- {SYSTEM_TITLES[name]}, {path['title']}, at "
-                    f"{', '.join(rates)} calls/s: `{cause}`"
+                    f"{', '.join(rates)} calls/s: {_code(cause)}"
                 )
     if not lines:
         return ""
@@ -466,6 +466,12 @@ def _step_row(title: str, name: str, step: Results) -> str:
         f"| {_rate(step['rate'])} | {step['offered']} | {step['failed']} "
         f"| {failures or '-'} | {cpu_ms:.2f} | {sipp:.0f} |"
     )
+
+
+def _code(text: str) -> str:
+    """Return `text` as a Markdown code span, even when it holds backticks."""
+    # pjlib's assertion messages quote with a backtick and an apostrophe.
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _triple(values: list[float]) -> str:

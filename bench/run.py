@@ -223,12 +223,14 @@ class Bench:
         target = max(0, (int(limits.get("maxCalls", 0)) - 1) // 2)
         if target == 0:
             return {"limits": limits, "target": 0}
+
         # One call first, so that what pjsua allocates once, on first use,
         # is not counted as the cost of a held call.
         warm_up = replace(STATIC, min_calls=1)
         self._step(system, warm_up, 1.0, [], "warm-up", seconds=1)
         time.sleep(SETTLE_SECONDS)
         rss_before = rss_bytes(system.pid)
+
         rate = min(float(target), HOLD_RAMP_RATE)
         load = Load(STATIC.load.scenario, STATIC.load.service, HOLD_SECONDS * 1000)
         holder = SippCaller(
@@ -245,6 +247,7 @@ class Bench:
             held_result = holder.finish(system.alive)
         finally:
             holder.stop()
+
         return {
             "limits": limits,
             "target": target,
@@ -391,6 +394,8 @@ def _smoke_path() -> BenchPath:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.render is not None:
+        return render_again(arguments.render)
     require_sipp()
     systems = tuple(arguments.systems or (SMOKE_SYSTEMS if arguments.smoke else ()))
     systems = systems or (ROUTER, BARE, KAMAILIO)
@@ -417,6 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not arguments.keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def render_again(json_path: Path) -> int:
+    """Write the Markdown of an earlier run again from its JSON, and print it."""
+    results = json.loads(json_path.read_text())
+    report.finalize(results)
+    text = report.render(results)
+    json_path.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 
@@ -474,6 +489,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_BUDGET_MINUTES,
         help="stop climbing rate ladders after this many minutes",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: write the Markdown of an earlier run's <date>.json again",
     )
     parser.add_argument(
         "--keep-files",

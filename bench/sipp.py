@@ -43,17 +43,17 @@ _STATUS_IN_ERROR = re.compile(r"received 'SIP/2\.0 (\d{3})")
 
 @dataclass(frozen=True)
 class Load:
-    """What SIPp dials: a scenario of `sipp-scenarios/` and a number."""
+    """A scenario of `sipp-scenarios/` and the number SIPp dials with it."""
 
     scenario: str
     service: str
     hold_ms: int = 0
-    """How long an answered call is held, for the answered scenario."""
+    """Milliseconds the answered scenario holds each call before its BYE."""
 
 
 @dataclass
 class StepResult:
-    """What one step at one rate measured."""
+    """The measurements of one step at one rate."""
 
     rate: float
     offered: int
@@ -246,8 +246,8 @@ def _command(
 ) -> list[str]:
     hold_seconds = load.hold_ms / 1000
     seconds = calls / rate + hold_seconds
-    # -l caps the calls SIPp keeps open; past it SIPp slows down on its own,
-    # which would hide an overloaded system, so set it out of the way.
+    # -l caps the calls SIPp keeps open. Past the cap SIPp slows down on its
+    # own and would hide an overloaded system, so the cap is set out of reach.
     open_calls = int(rate * (hold_seconds + RECEIVE_TIMEOUT_MS / 1000)) + 50
     command = [
         require_sipp(),
@@ -255,8 +255,8 @@ def _command(
         target,
         "-s", load.service,
         "-key", "caller", CALLER_NUMBER,
-        # SIPp binds its control and media sockets to every interface
-        # unless told otherwise.
+        # SIPp binds its control and media sockets to every interface unless
+        # these options name an address.
         "-i", LOOPBACK, "-p", str(free_port()),
         "-mi", LOOPBACK, "-mp", str(free_port(block=4)),
         "-ci", LOOPBACK, "-cp", str(free_port()),
@@ -312,7 +312,7 @@ def failure_reasons(error_file: Path) -> dict[str, int]:
             reasons[f"unexpected {status.group(1)}"] += 1
         elif "receive timeout" in event:
             reasons["no response"] += 1
-        elif "Aborting call" in event or "aborting call" in event:
+        elif "aborting call" in event.lower():
             reasons["aborted"] += 1
     return dict(reasons)
 

@@ -36,9 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "bench"
 START_TIMEOUT_SECONDS = 30.0
 
-# The numbers every system knows. SIPp dials them without the `+`: the
-# router matches an E.164 number with or without it, and Kamailio's htable
-# key is the Request-URI user as sent.
+# The numbers in every system's configuration. SIPp dials them without the
+# `+`, because the router matches an E.164 number with or without it and
+# Kamailio's htable key is the Request-URI user as sent.
 STATIC_NUMBER = "14155550100"
 ASK_SERVER_NUMBER = "14155550101"
 UNKNOWN_NUMBER = "14155559999"
@@ -210,7 +210,7 @@ class RouterSystem(System):
                     "mode": "redirect" if self.setup.reply == "302" else "bridge",
                 },
                 # Large enough that the SIP build's call slots, not this,
-                # bound the router; it asks pjsua for 2 x this + 1 slots.
+                # bound the router. It requests 2 x this + 1 slots from pjsua.
                 "maxConcurrentCalls": 1000,
                 "assistantRequestDeadlineSeconds": 5,
                 "drainSeconds": 2,
@@ -287,7 +287,7 @@ class BareSystem(System):
 
 
 class KamailioSystem(System):
-    """Kamailio with `bench/kamailio.cfg`: htable lookup, stateless replies."""
+    """Kamailio with `bench/kamailio.cfg`: an htable lookup, then a reply or a proxy."""
 
     name = "kamailio"
     memory_kind = "PSS"
@@ -368,8 +368,8 @@ class SippRuntime:
                 stdout=screen,
                 stderr=subprocess.STDOUT,
             )
-        # SIPp binds before it reads the scenario's first message; a moment
-        # is enough, and an early exit is reported.
+        # The first INVITE arrives seconds later, once the system under test
+        # has started, so a short wait only has to catch an early exit.
         time.sleep(0.5)
         if self.process.poll() is not None:
             raise RuntimeError(

@@ -1,6 +1,6 @@
-"""The operator's server for the webhook path: answers after a fixed delay.
+"""The operator's server for the webhook path: responds after a fixed delay.
 
-Every POST is answered `{"assistantId": "asst-bench"}` after
+Every POST gets the response `{"assistantId": "asst-bench"}` after
 `--delay-seconds`, so the router's assistant-request takes at least that
 long. It binds 127.0.0.1, prints `ready` once it listens, and stops on
 SIGTERM.
@@ -18,7 +18,7 @@ ASSISTANT_ID = "asst-bench"
 
 
 def build_app(delay_seconds: float) -> web.Application:
-    """Return an app that answers every POST with the assistant, late."""
+    """Return an app that responds to every POST with the assistant, late."""
 
     async def answer(request: web.Request) -> web.Response:
         await request.read()
@@ -48,7 +48,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port")
     parser.add_argument(
-        "--delay-seconds", type=float, default=0.1, help="wait before each answer"
+        "--delay-seconds",
+        type=float,
+        default=0.1,
+        help="seconds to wait before each response",
     )
     arguments = parser.parse_args()
     asyncio.run(serve(arguments.port, arguments.delay_seconds))

@@ -98,7 +98,7 @@ def results() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_common_cpu_rate_is_highest_rate_all_ran_cleanly() -> None:
+def test_common_cpu_rate_highest_shared_clean() -> None:
     path = results()["paths"]["reject"]
 
     assert common_cpu_rate(path) == 50
@@ -125,7 +125,7 @@ def test_cpu_per_call_subtracts_idle_cpu() -> None:
     assert cpu == {"rate": 50, "grossMs": 1.0, "netMs": pytest.approx(0.8)}
 
 
-def test_cpu_per_call_none_without_clean_step_at_rate() -> None:
+def test_cpu_per_call_none_when_unclean() -> None:
     router = results()["paths"]["reject"]["systems"]["router"]
 
     assert cpu_per_call(router, 100) is None
