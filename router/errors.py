@@ -92,6 +92,20 @@ class Draining(CallRejected):
     reveals_reason = False
 
 
+class ShutDown(CallRejected):
+    """The drain time ran out while the call was still in progress.
+
+    Before an answer the caller gets 503 with Retry-After, so the carrier
+    can try another router. After one, it gets a BYE with this Reason.
+    """
+
+    sip_status = 503
+    reason_phrase = "Service Unavailable"
+    ended_reason = ended_reasons.ROUTER_SHUT_DOWN
+    retry_after_seconds = 30
+    retryable = True
+
+
 class MessageTooLarge(CallRejected):
     """The INVITE body is shorter than its Content-Length.
 

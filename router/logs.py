@@ -35,6 +35,20 @@ _SECRET_KEY_SUFFIXES = (
 )
 _NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
 
+# Secrets inside logged text, such as a SIP or HTTP message that pjsip or
+# aiohttp includes in an error. These patterns find the value of an
+# Authorization or Proxy-Authorization header line (RFC 3261 section 20.7,
+# RFC 9110 section 11.6.2), a bearer, basic or digest credential, and the
+# user information of a URL.
+_AUTHORIZATION_LINE = re.compile(
+    r"(?im)^([ \t]*(?:proxy-)?authorization[ \t]*:)[^\r\n]*"
+)
+# A token68 of 8 characters or more (RFC 9110 section 11.2), so that words
+# such as "bearer token missing" stay readable.
+_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)[ \t]+[A-Za-z0-9._~+/-]{8,}=*")
+_DIGEST = re.compile(r"(?i)\b(digest)[ \t]+\w+[ \t]*=[^\r\n]*")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -56,14 +70,43 @@ def is_secret_key(key: object) -> bool:
 def _redact_value(value: Any) -> Any:
     if isinstance(value, SecretStr | SecretBytes):
         return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
     if isinstance(value, Mapping):
         return {
             key: REDACTED if is_secret_key(key) else _redact_value(item)
             for key, item in value.items()
         }
+    if _is_secret_header_pair(value):
+        return [value[0], REDACTED]
     if isinstance(value, list | tuple):
         return [_redact_value(item) for item in value]
     return value
+
+
+def _is_secret_header_pair(value: Any) -> bool:
+    # Headers are often kept as (name, value) pairs, as the SIP engine takes
+    # them, rather than as a mapping.
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and is_secret_key(value[0])
+    )
+
+
+def redact_text(text: str) -> str:
+    """Replace credentials inside free text with a marker.
+
+    Covers Authorization and Proxy-Authorization header lines, `Bearer`,
+    `Basic` and `Digest` credentials, and `user:password@` in URLs.
+    """
+    if not text:
+        return text
+    text = _AUTHORIZATION_LINE.sub(rf"\1 {REDACTED}", text)
+    text = _CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+    text = _DIGEST.sub(rf"\1 {REDACTED}", text)
+    return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
 
 
 def redact_secrets(
@@ -72,10 +115,15 @@ def redact_secrets(
     """Replace the value of every secret-named key, at any depth, with a marker.
 
     A key is secret-named when `is_secret_key` matches it. Pydantic
-    `SecretStr` and `SecretBytes` values are replaced wherever they are.
+    `SecretStr` and `SecretBytes` values are replaced wherever they are,
+    and so are the value of a (name, value) header pair with a secret name
+    and the credentials that `redact_text` finds in strings.
     """
     for key, value in event_dict.items():
         if key == "event":
+            # A record of the standard library's logging carries its whole
+            # message here, so its text is scrubbed too.
+            event_dict[key] = _redact_value(value)
             continue
         event_dict[key] = REDACTED if is_secret_key(key) else _redact_value(value)
     return event_dict

@@ -4,11 +4,23 @@ Labels are bounded: transports, outcomes, endedReason values, SIP status
 codes, webhook types and results, and trunk ids from the configuration.
 Phone numbers, Call-IDs and URLs are never labels, because each new value
 creates a new time series.
+
+The registry also carries the standard `process_*` metrics (CPU seconds,
+resident memory, open file descriptors), without the router's prefix so
+that ready-made dashboards and alerts find them.
 """
 
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 
 PREFIX = "cozmox_router_"
 
@@ -40,6 +52,7 @@ ASSISTANT_REQUEST_RESULTS = (
 )
 
 CALL_SLOT_STATES = ("used", "max")
+RELOAD_RESULTS = ("applied", "rejected")
 SIP_LIMITS = ("maxCalls", "maxAccounts", "maxPacketBytes")
 
 
@@ -52,15 +65,24 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)
         self._create_sip_metrics(registry)
         self._create_call_metrics(registry)
         self._create_webhook_metrics(registry)
         self._create_operation_metrics(registry)
+        self._create_registration_metrics(registry)
 
     def _create_sip_metrics(self, registry: CollectorRegistry) -> None:
         self.sip_invites_received = Counter(
             PREFIX + "sip_invites_received_total",
             "INVITE transactions received, counted once per transaction.",
+            ["transport"],
+            registry=registry,
+        )
+        self.sip_invites_accepted = Counter(
+            PREFIX + "sip_invites_accepted_total",
+            "INVITEs that passed the limits, source, number and status checks "
+            "and were sent 180 Ringing.",
             ["transport"],
             registry=registry,
         )
@@ -73,7 +95,8 @@ class Metrics:
         )
         self.sip_call_slots = Gauge(
             PREFIX + "sip_call_slots",
-            "pjsua call slots: used now, and the maximum of the build.",
+            "pjsua call slots, one per SIP call leg: used now, and the maximum "
+            "of the build.",
             ["state"],
             registry=registry,
         )
@@ -110,6 +133,12 @@ class Metrics:
         self.active_calls = Gauge(
             PREFIX + "active_calls",
             "Calls in progress, from the first INVITE to the end of the call.",
+            registry=registry,
+        )
+        self.max_concurrent_calls = Gauge(
+            PREFIX + "max_concurrent_calls",
+            "Calls the router takes at once (router.maxConcurrentCalls); "
+            "new calls past it get 503.",
             registry=registry,
         )
         self.call_setup_seconds = Histogram(
@@ -160,10 +189,99 @@ class Metrics:
     def _create_operation_metrics(self, registry: CollectorRegistry) -> None:
         self.config_reloads = Counter(
             PREFIX + "config_reloads_total",
-            "Configuration reloads on SIGHUP, by result (applied, rejected).",
+            "Configuration reloads by SIGHUP or POST /admin/reload, by result "
+            "(applied, rejected).",
             ["result"],
             registry=registry,
         )
+        self.config_last_reload_successful = Gauge(
+            PREFIX + "config_last_reload_successful",
+            "Whether the last configuration load was applied: 1 yes, 0 no.",
+            registry=registry,
+        )
+        self.config_last_reload_success_seconds = Gauge(
+            PREFIX + "config_last_reload_success_timestamp_seconds",
+            "Unix time in seconds of the last configuration load that was "
+            "applied, at start or by a reload.",
+            registry=registry,
+        )
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success_seconds.set(time.time())
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result=result)
+
+    def count_reload(self, applied: bool) -> None:
+        """Count a reload and record whether the last one was applied."""
+        self.config_reloads.labels(result="applied" if applied else "rejected").inc()
+        self.config_last_reload_successful.set(1 if applied else 0)
+        if applied:
+            self.config_last_reload_success_seconds.set(time.time())
+
+    def _create_registration_metrics(self, registry: CollectorRegistry) -> None:
+        self.registration_expires_seconds = Gauge(
+            PREFIX + "registration_expires_seconds",
+            "Time in seconds until a trunk's registration binding expires, 0 "
+            "without a binding.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_consecutive_failures = Gauge(
+            PREFIX + "registration_consecutive_failures",
+            "Count of failed registration attempts of a trunk since its last success.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_last_status_code = Gauge(
+            PREFIX + "registration_last_status_code",
+            "SIP status of a trunk's last finished REGISTER: 408 when the "
+            "registrar never answered, 0 when nothing could be sent.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_retry_delay_seconds = Gauge(
+            PREFIX + "registration_retry_delay_seconds",
+            "Time in seconds that a trunk waits before its next registration "
+            "attempt after a failure, 0 while registered.",
+            ["trunk"],
+            registry=registry,
+        )
+        self.registration_attempts = Counter(
+            PREFIX + "registration_attempts_total",
+            "Finished REGISTER transactions of a trunk, by result (registered, "
+            "unregistered, auth-failed, forbidden, timeout, transport-error, "
+            "server-error, rejected, local-error).",
+            ["trunk", "result"],
+            registry=registry,
+        )
+        self.gateway_options_pings = Counter(
+            PREFIX + "gateway_options_pings_total",
+            "OPTIONS pings to a gateway, by result (answered, missed).",
+            ["trunk", "gateway", "result"],
+            registry=registry,
+        )
+
+    def forget_registration(self, trunk: str, results: Iterable[str]) -> None:
+        """Drop every registration series of a trunk that left the config."""
+        for gauge in (
+            self.registration_state,
+            self.registration_expires_seconds,
+            self.registration_consecutive_failures,
+            self.registration_last_status_code,
+            self.registration_retry_delay_seconds,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(trunk)
+        for result in results:
+            with contextlib.suppress(KeyError):
+                self.registration_attempts.remove(trunk, result)
+
+    def forget_gateway(self, trunk: str, gateway: str) -> None:
+        """Drop the health series of a gateway that left the config."""
+        with contextlib.suppress(KeyError):
+            self.gateway_up.remove(trunk, gateway)
+        for result in ("answered", "missed"):
+            with contextlib.suppress(KeyError):
+                self.gateway_options_pings.remove(trunk, gateway, result)
 
     def set_call_slots(self, used: int, maximum: int) -> None:
         """Set the used and maximum call slots of the `sip_call_slots` gauge."""

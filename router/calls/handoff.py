@@ -14,11 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from router.calls.record import CallRecord, CallState
-from router.config import NumberDestination, SipDestination, SipTrunkCredential
+from router.config import (
+    Config,
+    NumberDestination,
+    PhoneNumber,
+    SipDestination,
+    SipTrunkCredential,
+)
 from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
 from router.routing import ended_reasons
 from router.routing.decision import Route
@@ -53,6 +60,8 @@ class Connector:
             if await self._refer(call, refer_to, []):
                 return HANDED_OFF
         ended = await self._bridge(call, runtime.uri, headers)
+        if ended.by_shutdown:
+            return ended_reasons.ROUTER_SHUT_DOWN
         if ended.hung_up_locally:
             return ended_reasons.ASSISTANT_ENDED_CALL
         return ended_reasons.CUSTOMER_ENDED_CALL
@@ -89,7 +98,7 @@ class Connector:
     ) -> bool:
         """Answer and REFER; return False when the REFER failed."""
         key = call.invite.key
-        await self._answer(call)
+        await self.answer(call)
         statuses = await self._engine.refer(key, refer_to, headers)
         try:
             async with asyncio.timeout(REFER_TIMEOUT_SECONDS):
@@ -115,7 +124,7 @@ class Connector:
     ) -> LegEnded:
         """Dial `target`, answer the caller when it answers, wait for the end."""
         leg = await self._dial(call, target, headers)
-        await self._answer(call)
+        await self.answer(call)
         call.set_state(CallState.IN_PROGRESS)
         call.log.info("call.bridged", leg_slot=leg.slot)
         return await self._engine.ended(call.invite.key)
@@ -124,7 +133,9 @@ class Connector:
         self, call: CallRecord, target: str, headers: list[tuple[str, str]]
     ) -> Any:
         try:
-            leg = await self._engine.dial(target, headers, peer=call.invite.key)
+            leg = await self._engine.dial(
+                target, headers, peer=call.invite.key, reserved=call.leg_reserved
+            )
         except NoCallSlot as error:
             raise RuntimeRejected(503, str(error)) from error
         except DialFailed as error:
@@ -152,7 +163,8 @@ class Connector:
         with contextlib.suppress(CallGone):
             await asyncio.shield(self._engine.hangup(leg))
 
-    async def _answer(self, call: CallRecord) -> None:
+    async def answer(self, call: CallRecord) -> None:
+        """Answer the caller with 200 OK, once; wait for the ACK."""
         if call.answered:
             return
         call.answered = True
@@ -160,13 +172,36 @@ class Connector:
         call.sip_status = 200
         await self._engine.answer(call.invite.key)
         call.answered_monotonic = time.monotonic()
+        call.answered_at = datetime.now(UTC)
 
 
 def release_leg(engine: SipEngine, call: CallRecord) -> None:
-    """Give back the call's reserved leg slot, if it still holds one."""
+    """Give back the call's reserved leg slot, if it still has one."""
     if call.leg_reserved:
         call.leg_reserved = False
         engine.release_leg()
+
+
+def may_dial(config: Config, number: PhoneNumber) -> bool:
+    """Return whether the call may place an outbound leg (bridge or dial).
+
+    Only a runtime in `redirect` mode, with a fallback and hook destinations
+    that all redirect without a message, is sure to need none. A message is
+    spoken after an answer, and a REFER that fails then falls back to dial.
+    A transfer destination that a server sends may still dial; the engine
+    refuses the leg if no slot is free.
+    """
+    if config.router.runtime.mode != "redirect":
+        return True
+    destinations = [number.fallback_destination]
+    for hook in number.hooks:
+        actions = hook.do if isinstance(hook.do, list) else [hook.do]
+        destinations += [getattr(action, "destination", None) for action in actions]
+    return any(
+        destination.transfer_plan.sip_verb != "redirect" or destination.message
+        for destination in destinations
+        if destination is not None
+    )
 
 
 def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:

@@ -7,37 +7,45 @@
 3. find the dialled number among the trunks' numbers;
 4. check the number's status;
 5. ring;
+6. run the first ringing hook that matches the caller, if any;
 7. take the static route, or
 8. ask the operator's server with an assistant-request;
-9. on a failure of 7 or 8: the fallback destination, else reject;
-10. end: one summary log event and the call's metrics.
+9. on a failure of 7 or 8: the first ending hook that lists the failure,
+   else the fallback destination, else reject;
+10. end: one summary log event, the call's metrics and its end-of-call
+    report.
 
-Step 6 (ringing hooks) and the webhooks of steps 5 and 10 are not built
-yet. The pure decisions come from `router.routing`; SIP actions go to the
-engine, which owns pjsua2.
+Every state change of the call also queues a status-update webhook (see
+`router.calls.reports`). The pure decisions come from `router.routing` and
+`router.calls.hooks`; SIP actions go to the engine, which owns pjsua2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
 import structlog
 
-from router.calls.handoff import Connector, release_leg
+from router.calls.actions import ENDING_HOOK, RINGING_HOOK, CallActions
+from router.calls.handoff import Connector, may_dial, release_leg
+from router.calls.hooks import ending_action, ringing_action
 from router.calls.record import CallRecord, CallState
+from router.calls.reports import CallReports
 from router.config import Config, PhoneNumber
 from router.errors import (
     CallFailed,
+    CallRejected,
     ConcurrencyLimitReached,
     Draining,
     MessageTooLarge,
     NoRouteOrServer,
     RouterError,
     RouterFault,
+    ShutDown,
     final_response,
     reason_header,
 )
@@ -45,11 +53,17 @@ from router.logs import mask_number
 from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route, check_status, static_route, webhook_server
-from router.routing.numbers import dialled_user
-from router.routing.replies import DestinationReply, ErrorReply, Reply
+from router.routing.numbers import dialled_user, uri_host
+from router.routing.replies import DestinationReply, ErrorReply, Reply, RouteReply
 from router.routing.table import RoutingTable
-from router.sip.engine import CallGone, SipEngine
-from router.sip.messages import InboundInvite, address_uri, display_name
+from router.sip.engine import CallGone, InviteVerdict, SipEngine
+from router.sip.messages import (
+    InboundInvite,
+    SipRequest,
+    address_uri,
+    display_name,
+)
+from router.speech import Speech
 from router.webhooks.assistant_request import (
     AssistantRequestClient,
     AssistantRequestInput,
@@ -75,15 +89,23 @@ class CallPath:
         routing: Callable[[], Routing],
         assistant_requests: AssistantRequestClient,
         metrics: Metrics,
+        speech: Speech,
+        reports: CallReports,
     ) -> None:
         self._engine = engine
         self._routing = routing
         self._assistant_requests = assistant_requests
         self._metrics = metrics
         self._connector = Connector(engine)
+        self._actions = CallActions(engine, self._connector, speech)
+        self._reports = reports
         self._tasks: set[asyncio.Task] = set()
         self.calls: dict[str, CallRecord] = {}
         self.draining = False
+        # Calls that the router ended at shutdown, mapped to whether each was
+        # answered then. Their steps may still finish before `_end`, which
+        # then applies the shutdown verdict.
+        self._shut_down: dict[str, bool] = {}
         self.on_ended: Callable[[CallRecord], None] = lambda call: None
 
     @property
@@ -97,10 +119,62 @@ class CallPath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait_idle(self, timeout_seconds: float) -> None:
-        """Wait until every call in progress has ended, at most a while."""
+    async def wait_idle(self, timeout_seconds: float) -> bool:
+        """Wait until every call in progress has ended, at most a while.
+
+        Returns whether no call is left.
+        """
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
+        return not self._tasks
+
+    async def shut_down_calls(self) -> int:
+        """End every call in progress: 503 before an answer, BYE after one.
+
+        Returns the number of calls ended. Their `call.ended` events carry
+        `call.in-progress.error-router-shut-down`.
+        """
+        calls = list(self.calls.values())
+        for call in calls:
+            self._shut_down[call.id] = call.answered
+        await asyncio.gather(
+            *(self._hang_up_at_shutdown(call) for call in calls),
+            return_exceptions=True,
+        )
+        return len(calls)
+
+    async def _hang_up_at_shutdown(self, call: CallRecord) -> None:
+        error = ShutDown("the drain time ran out")
+        if not call.answered:
+            await self._fail_well(call, error)
+            return
+        with contextlib.suppress(CallGone):
+            await self._engine.hangup(call.invite.key, 0, [reason_header(error)])
+
+    def classify(self, request: SipRequest, source_ip: str) -> InviteVerdict:
+        """Decide what an INVITE needs before pjsua creates its media.
+
+        Runs on the pjsua2 owner thread and only reads. A verdict of steps
+        2 to 4 is sent at once; a call that can only be redirected needs no
+        RTP sockets. `handle()` later runs the same steps for the logs and
+        metrics and reaches the same verdict.
+        """
+        if self.draining:
+            return InviteVerdict(media=False)
+        routing = self._routing()
+        try:
+            trunks = routing.table.match_trunks(
+                source_ip, uri_host(request.request_uri)
+            )
+            number = routing.table.find_number(
+                trunks,
+                dialled_user(request.request_uri),
+                dialled_user(request.header("to") or ""),
+            )
+            check_status(number)
+        except CallRejected as verdict:
+            return InviteVerdict(media=False, final=final_response(verdict))
+        return InviteVerdict(media=_may_dial(routing.config, number))
 
     # ----- the path -------------------------------------------------------------
 
@@ -130,12 +204,16 @@ class CallPath:
         # A final response of our own also ends the leg, maybe before the
         # step that sent it resumes; only the caller's CANCEL or BYE counts.
         caller_hung_up = caller_left.done() and not caller_left.result().hung_up_locally
-        if not steps.done() and not call.answered and caller_hung_up:
+        # A call rejected at shutdown stops its steps too, so it neither
+        # dials the runtime nor waits for the server's reply.
+        shut_down = call.id in self._shut_down
+        if not steps.done() and not call.answered and (caller_hung_up or shut_down):
             steps.cancel()
-            call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
-            call.outcome = "failed"
-            call.sip_status = 487
-            call.log.info("call.caller_hung_up", state=call.state.value)
+            if caller_hung_up:
+                call.ended_reason = ended_reasons.CALLER_HUNG_UP_BEFORE_CONNECT
+                call.outcome = "failed"
+                call.sip_status = 487
+                call.log.info("call.caller_hung_up", state=call.state.value)
             await asyncio.gather(steps, return_exceptions=True)
             return
         await steps
@@ -145,8 +223,13 @@ class CallPath:
         self._identify_trunk(call, routing)
         number = self._find_number(call, routing)
         self._check_status(call, number)
+        if call.invite.pre_rejected:
+            # The engine rejected it from a config that a reload replaced.
+            raise RouterFault("rejected before a config reload, routable after")
         self._reserve_leg(call, routing.config, number)
         await self._ring(call)
+        if await self._run_ringing_hook(call, number):
+            return
         try:
             await self._route(call, routing.config, number)
         except CallFailed as failure:
@@ -162,36 +245,30 @@ class CallPath:
             sip_call_id=invite.call_id,
             src=f"{invite.source_ip}:{invite.source_port}",
         )
-        call = CallRecord(invite=invite, log=bound)
+        call = CallRecord(invite=invite, log=bound, on_state=self._reports.on_state)
         call.bind(call_id=call.id)
         call.caller_uri = address_uri(invite.from_header)
         call.caller_name = display_name(invite.from_header)
         call.caller_number = dialled_user(invite.from_header)
+        call.dialled_number = dialled_user(invite.request_uri)
         self.calls[call.id] = call
-        call.log.info(
-            "call.received",
-            transport=invite.transport,
-            caller=mask_number(
-                call.caller_number or "", config.router.mask_caller_numbers
-            ),
-        )
+        # Until the trunk is known the sender may be anyone, so nothing of
+        # the call but its source and Call-ID is logged.
+        call.log.info("call.received", transport=invite.transport)
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
         """Step 1: refuse what the router cannot take (503 or 513)."""
         if self.draining:
             raise Draining()
+        if call.invite.pre_rejected == ConcurrencyLimitReached.sip_status:
+            raise ConcurrencyLimitReached("the INVITE took the last call slot")
         if call.invite.truncated:
             raise MessageTooLarge(
                 f"body of {call.invite.body_bytes} bytes, "
                 f"Content-Length {call.invite.content_length}"
             )
         config = self._routing().config
-        slots = self._engine.limits.max_calls
-        # pjsua answers 486 by itself once every slot is taken, so the last
-        # free slot is kept for the router's own 503: this INVITE took it.
-        if self._engine.slots_used >= slots:
-            raise ConcurrencyLimitReached(f"all {slots} call slots are in use")
         if self.active_calls > config.router.max_concurrent_calls:
             raise ConcurrencyLimitReached(
                 f"maxConcurrentCalls {config.router.max_concurrent_calls} reached"
@@ -205,8 +282,10 @@ class CallPath:
         Only calls that passed steps 2 to 4 reserve one, so a full router
         still answers unknown sources and numbers with their own verdicts.
         """
-        if not _may_dial(config, number):
+        if not may_dial(config, number):
             return
+        if not call.invite.has_media:
+            raise ConcurrencyLimitReached("no socket was free for the call's media")
         if not self._engine.reserve_leg():
             raise ConcurrencyLimitReached(
                 f"no call slot for an outbound leg: {self._engine.slots_used} "
@@ -216,9 +295,17 @@ class CallPath:
 
     def _identify_trunk(self, call: CallRecord, routing: Routing) -> None:
         """Step 2: the source address must belong to an inbound gateway."""
-        host = _uri_host(call.invite.request_uri)
+        host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
-        call.log.info("call.trunk_matched", trunks=[t.id for t in call.trunks])
+        call.log.info(
+            "call.trunk_matched",
+            trunks=[t.id for t in call.trunks],
+            dialled=call.dialled_number,
+            caller=mask_number(
+                call.caller_number or "",
+                routing.config.router.mask_caller_numbers,
+            ),
+        )
 
     def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
         """Step 3: the Request-URI user, else the To user, among the trunks."""
@@ -236,9 +323,20 @@ class CallPath:
         check_status(number)
 
     async def _ring(self, call: CallRecord) -> None:
-        """Step 5: send 180 Ringing."""
+        """Step 5: send 180 Ringing and the `ringing` status-update."""
+        transport = call.invite.transport
+        self._metrics.sip_invites_accepted.labels(transport=transport).inc()
         await self._engine.ring(call.invite.key)
         call.set_state(CallState.RINGING)
+
+    async def _run_ringing_hook(self, call: CallRecord, number: PhoneNumber) -> bool:
+        """Step 6: run the first ringing hook that matches; return if one did."""
+        action = ringing_action(number, call.caller_number)
+        if action is None:
+            return False
+        call.log.info("call.ringing_hook", action=action.type)
+        await self._actions.run_hook(call, number, action, RINGING_HOOK, "rejected")
+        return True
 
     async def _route(
         self, call: CallRecord, config: Config, number: PhoneNumber
@@ -248,12 +346,12 @@ class CallPath:
         if route is None:
             reply = await self._ask_server(call, config, number)
             if isinstance(reply, DestinationReply):
-                await self._transfer(
-                    call, number, reply.destination, reply.ended_reason
+                await self._actions.transfer(
+                    call, reply.destination, reply.ended_reason
                 )
                 return
             if isinstance(reply, ErrorReply):
-                await self._reject_with_text(call, reply)
+                await self._say_error(call, number, reply)
                 return
             route = reply.route
         await self._hand_off(call, config, route)
@@ -276,13 +374,14 @@ class CallPath:
             caller_sip_uri=call.caller_uri,
             sip_headers=call.invite.x_headers,
         )
-        reply = await self._assistant_requests.request(request, server)
-        call.log.info("call.assistant_request_replied", reply=type(reply).__name__)
+        reply = await self._assistant_requests.request(request, server, config)
+        call.log.info("call.assistant_request_replied", reply=_reply_kind(reply))
         return reply
 
     async def _hand_off(self, call: CallRecord, config: Config, route: Route) -> None:
         """Step 7: connect the caller to the runtime by `router.runtime.mode`."""
         call.route = route
+        self._reports.choose_assistant_server(call)
         call.outcome = route.kind
         call.bind(route=route.kind)
         call.set_state(CallState.CONNECTING, route_id=route.header_value)
@@ -291,28 +390,29 @@ class CallPath:
         )
         call.ended_reason = ended_reason
 
-    async def _reject_with_text(self, call: CallRecord, reply: ErrorReply) -> None:
-        """The server's `error` text: sent in the Reason header, then hang up."""
-        # NOTE: the text is sent in the Reason header; speaking it to the
-        # caller needs the text-to-speech player, which is not built yet.
-        call.mark_decided()
-        call.outcome = "failed"
-        call.ended_reason = reply.ended_reason
-        call.sip_status = 480
-        text = _quoted(reply.text)
-        await self._engine.reject(
-            call.invite.key,
-            480,
-            None,
-            [("Reason", f'SIP;cause=480;text="{text}"')],
-        )
+    async def _say_error(
+        self, call: CallRecord, number: PhoneNumber, reply: ErrorReply
+    ) -> None:
+        """Step 8: speak the server's `error` text, then hang up.
+
+        An ending hook that lists `assistant-request-returned-error` runs
+        instead. The fallback destination does not, because the text is the
+        server's own answer, not a failure.
+        """
+        if await self._run_ending_hook(call, number, reply.ended_reason):
+            return
+        await self._actions.say(call, reply.text, reply.ended_reason, "failed")
 
     # ----- step 9: fail well -----------------------------------------------------
 
     async def _fall_back(
         self, call: CallRecord, number: PhoneNumber, failure: CallFailed
     ) -> None:
-        """Step 9: the fallback destination, else the failure goes on up."""
+        """Step 9: an ending hook, else the fallback, else the failure goes up.
+
+        A call sent to the fallback destination keeps the failure's
+        endedReason.
+        """
         destination = number.fallback_destination
         call.log.warning(
             "call.route_failed",
@@ -320,22 +420,27 @@ class CallPath:
             detail=failure.detail,
             fallback=destination is not None,
         )
-        if destination is None or call.answered and not self._can_transfer(call):
+        if call.answered and not self._can_transfer(call):
             raise failure
-        await self._transfer(call, number, destination, failure.ended_reason)
+        if await self._run_ending_hook(call, number, failure.ended_reason):
+            return
+        if destination is None:
+            raise failure
+        await self._actions.transfer(call, destination, failure.ended_reason)
+
+    async def _run_ending_hook(
+        self, call: CallRecord, number: PhoneNumber, ended_reason: str
+    ) -> bool:
+        """Step 9: run the first ending hook that lists `ended_reason`."""
+        action = ending_action(number, ended_reason)
+        if action is None:
+            return False
+        call.log.info("call.ending_hook", action=action.type, failure=ended_reason)
+        await self._actions.run_hook(call, number, action, ENDING_HOOK, "failed")
+        return True
 
     def _can_transfer(self, call: CallRecord) -> bool:
         return not self._engine.ended(call.invite.key).done()
-
-    async def _transfer(
-        self, call: CallRecord, number: PhoneNumber, destination: Any, ended_reason: str
-    ) -> None:
-        """Send the call to `destination`, keeping the failure's endedReason."""
-        call.outcome = "transferred"
-        call.ended_reason = ended_reason
-        call.destination = destination.model_dump(by_alias=True, exclude_none=True)
-        call.set_state(CallState.FORWARDING, verb=destination.transfer_plan.sip_verb)
-        await self._connector.transfer(call, destination)
 
     async def _fail_well(self, call: CallRecord, error: RouterError) -> None:
         """Reject before an answer, or send BYE with a Reason after one."""
@@ -344,6 +449,8 @@ class CallPath:
         call.ended_reason = error.ended_reason
         call.sip_status = error.sip_status
         key = call.invite.key
+        if call.invite.pre_rejected:
+            return
         try:
             if call.answered:
                 await self._engine.hangup(key, 0, [reason_header(error)])
@@ -358,34 +465,36 @@ class CallPath:
     # ----- step 10: end ------------------------------------------------------------
 
     def _end(self, call: CallRecord) -> None:
-        """Step 10: one summary event and the metrics of the finished call."""
+        """Step 10: the summary event, metrics and reports of the ended call."""
         release_leg(self._engine, call)
+        self._apply_shutdown_verdict(call)
+        call.outcome = call.outcome or "failed"
+        call.ended_reason = call.ended_reason or ended_reasons.ROUTER_FAULT
+        call.ended_at = datetime.now(UTC)
         call.set_state(CallState.ENDED)
         self.calls.pop(call.id, None)
-        self.on_ended(call)
-        outcome = call.outcome or "failed"
-        ended_reason = call.ended_reason or ended_reasons.ROUTER_FAULT
-        self._metrics.calls.labels(outcome=outcome, ended_reason=ended_reason).inc()
-        self._metrics.call_setup_seconds.labels(outcome=outcome).observe(
-            call.setup_seconds()
-        )
-        duration = None
-        if call.answered_monotonic is not None:
-            duration = time.monotonic() - call.answered_monotonic
-            self._metrics.call_duration_seconds.observe(duration)
         self._metrics.set_call_slots(
             self._engine.slots_used, self._engine.limits.max_calls
         )
-        event = call.log.warning if outcome in ("rejected", "failed") else call.log.info
-        event(
-            "call.ended",
-            outcome=outcome,
-            ended_reason=ended_reason,
-            sip_status=call.sip_status,
-            setup_ms=round(call.setup_seconds() * 1000, 1),
-            duration_seconds=round(duration, 3) if duration is not None else None,
-            destination=call.destination.get("type") if call.destination else None,
-        )
+        self._reports.on_ended(call)
+        self.on_ended(call)
+
+    def _apply_shutdown_verdict(self, call: CallRecord) -> None:
+        answered = self._shut_down.pop(call.id, None)
+        if answered is None:
+            return
+        call.ended_reason = ShutDown.ended_reason
+        if not answered:
+            call.outcome = ShutDown.outcome
+            call.sip_status = ShutDown.sip_status
+
+
+def _reply_kind(reply: Reply) -> str:
+    if isinstance(reply, RouteReply):
+        return reply.route.kind
+    if isinstance(reply, DestinationReply):
+        return "destination"
+    return "error"
 
 
 def _may_dial(config: Config, number: PhoneNumber) -> bool:
@@ -395,25 +504,8 @@ def _may_dial(config: Config, number: PhoneNumber) -> bool:
     redirects, is sure to need none. A transfer destination that a server
     sends may still dial; the engine refuses the leg if no slot is free.
     """
-    if config.router.runtime.mode != "redirect":
+    if config.router.runtime.mode != "redirect" or number.hooks:
+        # A hook may speak to the caller, which needs media too.
         return True
     fallback = number.fallback_destination
     return fallback is not None and fallback.transfer_plan.sip_verb != "redirect"
-
-
-def _uri_host(uri: str) -> str | None:
-    """Return the host of a SIP URI, or None for other URIs."""
-    scheme, _, rest = uri.partition(":")
-    if scheme.lower() not in ("sip", "sips"):
-        return None
-    host = rest.rpartition("@")[2]
-    for stop in (";", "?", ">"):
-        host = host.split(stop, 1)[0]
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _quoted(text: str) -> str:
-    kept = "".join(char for char in text if char >= " " and char != "\x7f")
-    return kept.replace("\\", "\\\\").replace('"', '\\"')[:200]

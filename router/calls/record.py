@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from router.config import PhoneNumber, SipTrunkCredential
+from router.config import PhoneNumber, Server, SipTrunkCredential
 from router.routing.decision import Route
 from router.sip.messages import InboundInvite
 
@@ -31,7 +32,8 @@ class CallRecord:
     """What the router knows of one call, from INVITE to its end.
 
     `log` is a structlog logger bound to the call's ids. Every state change
-    goes through `set_state()`, which logs it once.
+    goes through `set_state()`, which logs it once and then calls
+    `on_state`, so status webhooks follow the same transitions.
     """
 
     invite: InboundInvite
@@ -44,17 +46,25 @@ class CallRecord:
     trunk: SipTrunkCredential | None = None
     number: PhoneNumber | None = None
     route: Route | None = None
+    assistant_server: Server | None = None
+    """The `server` of an inline assistant, where its messages go."""
     destination: dict[str, Any] | None = None
     answered: bool = False
     leg_reserved: bool = False
     answered_monotonic: float | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
     decided_monotonic: float | None = None
     outcome: str | None = None
     ended_reason: str | None = None
     sip_status: int | None = None
     caller_number: str | None = None
+    dialled_number: str | None = None
     caller_name: str | None = None
     caller_uri: str | None = None
+    on_state: Callable[[CallRecord], None] = field(
+        default=lambda call: None, repr=False, compare=False
+    )
 
     def set_state(self, state: CallState, **fields: Any) -> None:
         """Move the call to `state` and log the transition once."""
@@ -64,6 +74,12 @@ class CallRecord:
         self.log.info(
             "call.state", state=state.value, previous=previous.value, **fields
         )
+        self.on_state(self)
+
+    @property
+    def reached_number_lookup(self) -> bool:
+        """Whether the call passed the trunk check, so webhooks report it."""
+        return bool(self.trunks)
 
     def bind(self, **ids: Any) -> None:
         """Bind more ids to every later log event of this call."""
@@ -95,6 +111,7 @@ class CallRecord:
             "createdAt": self.created_at.isoformat().replace("+00:00", "Z"),
             "phoneCallProviderId": self.invite.call_id,
             "phoneNumberId": self.number.id if self.number else None,
+            "dialledNumber": self.dialled_number,
             "credentialId": self.trunk.id if self.trunk else None,
             "customer": {
                 "number": self.caller_number,

@@ -70,17 +70,33 @@ HttpHeaders = Annotated[dict[str, str], AfterValidator(_check_http_headers)]
 
 def _check_http_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        valid = valid and parts.port != 0
+    except ValueError:  # a port that is not a number from 0 to 65535
+        valid = False
+    if not valid:
+        # The URL may carry user:password, so only its parts without them
+        # are shown.
+        shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
         raise ValueError(
-            f"invalid URL {url!r}: expected http://HOST/PATH or https://HOST/PATH"
+            f"invalid URL {shown!r}: expected http://HOST[:PORT]/PATH or "
+            "https://HOST[:PORT]/PATH with a port from 1 to 65535"
         )
     return url
 
 
+# Characters that would end the URI inside a Contact or Refer-To header.
+_URI_BREAKERS = re.compile(r'[\s<>"\x00-\x1f\x7f]')
+
+
 def _check_sip_uri(uri: str) -> str:
     scheme, _, rest = uri.partition(":")
-    if scheme.lower() not in ("sip", "sips") or not rest or _LINE_BREAK.search(uri):
-        raise ValueError(f"invalid SIP URI {uri!r}: expected sip:USER@HOST[:PORT]")
+    if scheme.lower() not in ("sip", "sips") or not rest or _URI_BREAKERS.search(uri):
+        raise ValueError(
+            f"invalid SIP URI {uri!r}: expected sip:USER@HOST[:PORT], without"
+            " spaces, quotes or angle brackets"
+        )
     return uri
 
 

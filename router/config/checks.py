@@ -15,6 +15,9 @@ from router.config.number_rules import normalize_config_number
 if TYPE_CHECKING:
     from router.config.models import Config
 
+# The router's own local accounts: one with RTP sockets, one without.
+ROUTER_ACCOUNTS = 2
+
 DEFER_CROSS_CHECKS_CONTEXT_KEY = "defer_cross_checks"
 """Validation context key: when true, Config leaves these rules to its caller."""
 
@@ -207,7 +210,25 @@ def _duplicate_transports(data: Mapping[str, Any]) -> list[str]:
             )
         else:
             first_paths[transport] = path
-    return errors
+    return errors + _http_port_clash(router, sip)
+
+
+def _http_port_clash(router: Mapping[str, Any], sip: Mapping[str, Any]) -> list[str]:
+    """Find a TCP listener on the HTTP listener's host and port."""
+    http = _get(router, "http")
+    http = http if isinstance(http, Mapping) else {}
+    http_host = _get(http, "host", "127.0.0.1")
+    http_port = _get(http, "port", 8080)
+    for path, address in _items(sip, "listen", "router.sip"):
+        if _get(address, "transport") != "tcp" or _get(address, "port") != http_port:
+            continue
+        host = _get(address, "host")
+        if host == http_host or "0.0.0.0" in (host, http_host):
+            return [
+                f"router.http.port: port {http_port} on {http_host} is also the"
+                f" SIP TCP listener at {path}; give HTTP another port"
+            ]
+    return []
 
 
 def _duplicate_ids(items: list[Item], kind: str) -> list[str]:
@@ -302,21 +323,23 @@ def _join(*parts: str) -> str:
     return ".".join(part for part in parts if part)
 
 
-def check_limits(config: "Config", max_accounts: int) -> list[str]:
+def check_limits(
+    config: "Config", max_accounts: int, router_accounts: int = ROUTER_ACCOUNTS
+) -> list[str]:
     """Return errors for a config that the SIP stack's account limit cannot run.
 
-    The router keeps one local account of its own, so at most max_accounts - 1
-    trunks can register.
+    The router keeps `router_accounts` local accounts of its own (one with
+    RTP sockets, one without), so the trunks that register get the rest.
     """
     registering = [trunk.id for trunk in config.registering_trunks()]
-    allowed = max_accounts - 1
+    allowed = max_accounts - router_accounts
     if len(registering) <= allowed:
         return []
 
     return [
         f"credentials: {len(registering)} trunks have a sipRegisterPlan"
         f" ({', '.join(registering)}), but this SIP stack registers at most"
-        f" {allowed}: {max_accounts} accounts, one of them the router's own;"
-        " remove sipRegisterPlan from some trunks or run a pjproject build"
-        " with a larger PJSUA_MAX_ACC"
+        f" {allowed}: {max_accounts} accounts, {router_accounts} of them the"
+        " router's own; remove sipRegisterPlan from some trunks or run a"
+        " pjproject build with a larger PJSUA_MAX_ACC"
     ]

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
+from router.logs import is_secret_key
+
 
 class ConfigError(Exception):
     """A configuration file that cannot be used, with every problem found in it.
@@ -112,11 +114,17 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _describe(error: ErrorDetails, annotation: Any) -> str:
-    """Return a plain message for one error, with the value unless secret."""
+    """Return a plain message for one error, with the value unless secret.
+
+    A value is secret when its field is a secret, or when its key or any
+    key above it is named like one (an `Authorization` or `X-Api-Key`
+    header value).
+    """
     kind = error["type"]
     context = error.get("ctx", {})
     value = error["input"]
-    shown = "" if _is_secret(annotation) else f", got {_show(value)}"
+    secret = _is_secret(annotation) or any(map(is_secret_key, error["loc"]))
+    shown = "" if secret else f", got {_show(value)}"
 
     if kind == "missing":
         return "missing required field"
@@ -138,6 +146,8 @@ def _describe(error: ErrorDetails, annotation: Any) -> str:
         return str(context["error"])
     if kind in _TYPE_NAMES:
         got = _show(value) if shown and isinstance(value, str) else kind_of(value)
+        if secret:
+            got = kind_of(value, with_value=False)
         if kind == "string_type" and _is_number(value):
             got += "; put it in quotes"
         return f"must be {_TYPE_NAMES[kind]}, got {got}"
@@ -177,14 +187,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def kind_of(value: Any) -> str:
-    """Name the YAML kind of a parsed value, such as "a list" or "the number 5"."""
+def kind_of(value: Any, with_value: bool = True) -> str:
+    """Name the YAML kind of a parsed value, such as "a list" or "the number 5".
+
+    With `with_value` false, scalars are named without their value.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
+        return f"the boolean {str(value).lower()}" if with_value else "a boolean"
     if _is_number(value):
-        return f"the number {value}"
+        return f"the number {value}" if with_value else "a number"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):

@@ -55,7 +55,12 @@ def parse_config(text: str, config_dir: str | os.PathLike[str]) -> Config:
 
     Raises ConfigError listing every problem found.
     """
-    data, errors = _parse_document(text)
+    try:
+        data, errors = _parse_document(text)
+    except RecursionError:
+        raise ConfigError(["the config file is nested too deeply"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_describe_yaml_error(exc)]) from None
     if data is None:
         raise ConfigError(errors or ["the config file is empty"])
     if not isinstance(data, Mapping):
@@ -73,7 +78,11 @@ def parse_config(text: str, config_dir: str | os.PathLike[str]) -> Config:
         DEFER_CROSS_CHECKS_CONTEXT_KEY: True,
     }
     try:
-        config = Config.model_validate(data, context=context)
+        # The file uses the API's camelCase names only; snake_case field
+        # names are for code that builds models directly.
+        config = Config.model_validate(
+            data, context=context, by_alias=True, by_name=False
+        )
     except ValidationError as exc:
         errors += format_validation_errors(exc, Config)
 
@@ -224,3 +233,18 @@ _ConfigLoader.add_implicit_resolver(
     list("-0123456789"),
 )
 _ConfigLoader.add_implicit_resolver(_MERGE, re.compile(r"^<<$"), ["<"])
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """Describe a YAML error by its position only, never the file's text."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+    position = getattr(exc, "position", None)
+    if mark is not None:
+        return (
+            f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}:"
+            f" {problem or 'syntax error'}"
+        )
+    if position is not None:
+        return f"invalid YAML at character {position}: {problem or 'unreadable text'}"
+    return "invalid YAML: the file cannot be read"

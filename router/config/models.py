@@ -49,6 +49,8 @@ from router.config.router_settings import (
     RouterSettings,
     RuntimeSettings,
     SipSettings,
+    SpeechSettings,
+    WebhookDeliverySettings,
 )
 from router.config.server import BackoffPlan, Server
 
@@ -82,9 +84,11 @@ __all__ = [
     "SipRegisterPlan",
     "SipSettings",
     "SipTrunkCredential",
+    "SpeechSettings",
     "StartsWithFilter",
     "TransferAction",
     "TransferPlan",
+    "WebhookDeliverySettings",
     "WebhookCredential",
 ]
 

@@ -82,6 +82,33 @@ class RegistrationSettings(ConfigModel):
         return maximum
 
 
+class WebhookDeliverySettings(ConfigModel):
+    """The queue that sends status updates and end-of-call reports."""
+
+    queue_size: int = Field(1000, ge=1, le=100000)
+    """Maximum of messages waiting. Past it the oldest is dropped and counted."""
+    max_concurrent_requests: int = Field(16, ge=1, le=256)
+    """Requests in flight at once, across every server."""
+    flush_seconds: float = Field(5, ge=0, le=300)
+    """Seconds that queued messages may still be sent on shutdown."""
+
+
+class SpeechSettings(ConfigModel):
+    """Text-to-speech of the `say` action, `error` replies and transfer messages."""
+
+    voice: str = Field(
+        "en", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*$"
+    )
+    """An espeak-ng voice name, such as `en`, `en-us` or `de`."""
+    sample_rate: Literal[8000, 16000] = 16000
+    """Sample rate in Hz of the rendered WAV files, which pjsua resamples."""
+    cache_dir: str | None = Field(None, min_length=1)
+    """Folder of rendered prompts; None is `$XDG_CACHE_HOME/cozmox-router/speech`.
+
+    Without XDG_CACHE_HOME set, `~/.cache` takes its place.
+    """
+
+
 class RouterSettings(ConfigModel):
     """The daemon's own settings; every field has a default."""
 
@@ -89,12 +116,14 @@ class RouterSettings(ConfigModel):
     http: HttpSettings = HttpSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     registration: RegistrationSettings = RegistrationSettings()
-    max_concurrent_calls: int = Field(500, ge=1)
+    max_concurrent_calls: int = Field(500, ge=1, le=100_000)
     """Calls past this limit get 503 with Retry-After."""
     assistant_request_deadline_seconds: float = Field(7.5, gt=0, le=300)
     """Deadline of the whole assistant-request exchange, retries included."""
-    drain_seconds: float = Field(30, ge=0)
+    drain_seconds: float = Field(30, ge=0, le=86_400)
     """How long calls in progress may go on after SIGTERM."""
+    webhook_delivery: WebhookDeliverySettings = WebhookDeliverySettings()
+    speech: SpeechSettings = SpeechSettings()
     log_format: Literal["auto", "json", "console"] = "auto"
     """auto: console on a terminal, JSON lines otherwise."""
     mask_caller_numbers: bool = True

@@ -1,9 +1,11 @@
 """The router's own HTTP endpoints: metrics, health, readiness and admin API.
 
-`/metrics`, `/healthz` and `/readyz` need no token, so the HTTP listener
-should be bound to a private address. `/calls` and `/calls/{id}` require
-`Authorization: Bearer <router.http.adminToken>`. The assistant runtime reads
-a call's route, inline objects and overrides there.
+`/metrics`, `/healthz`, `/readyz` and `/openapi.json` need no token, so the
+HTTP listener should be bound to a private address. The admin API requires
+`Authorization: Bearer <router.http.adminToken>`: `/calls` and
+`/calls/{id}` (the assistant runtime reads a call's route, inline objects
+and overrides there), `/phone-number`, `/credential` and their `/{id}`
+forms (never a password, token or key), and `POST /admin/reload`.
 """
 
 import hmac
@@ -14,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from router.http.openapi import openapi_document
 from router.logs import without_secrets
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,26 @@ class HttpState(Protocol):
         """Return the records of every call in progress."""
         ...
 
+    def phone_numbers(self) -> list[dict[str, Any]]:
+        """Return the phone numbers of the config in force."""
+        ...
+
+    def phone_number(self, number_id: str) -> dict[str, Any] | None:
+        """Return one phone number, or None when the id is unknown."""
+        ...
+
+    def credentials(self) -> list[dict[str, Any]]:
+        """Return the credentials of the config in force, without secrets."""
+        ...
+
+    def credential(self, credential_id: str) -> dict[str, Any] | None:
+        """Return one credential without secrets, or None when unknown."""
+        ...
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Reload the config file; return `{"result": "applied", ...}`."""
+        ...
+
 
 _STATE = web.AppKey("state", HttpState)
 
@@ -58,8 +81,14 @@ def build_http_app(state: HttpState) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/calls", _list_calls)
     app.router.add_get("/calls/{call_id}", _get_call)
+    app.router.add_get("/phone-number", _list_phone_numbers)
+    app.router.add_get("/phone-number/{number_id}", _get_phone_number)
+    app.router.add_get("/credential", _list_credentials)
+    app.router.add_get("/credential/{credential_id}", _get_credential)
+    app.router.add_post("/admin/reload", _reload)
     return app
 
 
@@ -100,6 +129,52 @@ async def _get_call(request: web.Request) -> web.Response:
     return web.json_response(_jsonable(record))
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def _list_phone_numbers(request: web.Request) -> web.Response:
+    state = _admin_state(request)
+    return web.json_response(_jsonable(state.phone_numbers()))
+
+
+async def _get_phone_number(request: web.Request) -> web.Response:
+    state = _admin_state(request)
+    number_id = request.match_info["number_id"]
+    number = state.phone_number(number_id)
+    if number is None:
+        return _error(404, f"phone number {number_id!r} not found")
+    return web.json_response(_jsonable(number))
+
+
+async def _list_credentials(request: web.Request) -> web.Response:
+    state = _admin_state(request)
+    return web.json_response(_jsonable(state.credentials()))
+
+
+async def _get_credential(request: web.Request) -> web.Response:
+    state = _admin_state(request)
+    credential_id = request.match_info["credential_id"]
+    credential = state.credential(credential_id)
+    if credential is None:
+        return _error(404, f"credential {credential_id!r} not found")
+    return web.json_response(_jsonable(credential))
+
+
+async def _reload(request: web.Request) -> web.Response:
+    state = _admin_state(request)
+    log.info("config.reload_requested", remote=request.remote)
+    result = await state.reload_config()
+    status = 200 if result.get("result") == "applied" else 422
+    return web.json_response(_jsonable(result), status=status)
+
+
+def _admin_state(request: web.Request) -> HttpState:
+    state = request.app[_STATE]
+    _require_admin(request, state)
+    return state
+
+
 def _require_admin(request: web.Request, state: HttpState) -> None:
     expected = state.admin_token()
     if not expected:
@@ -113,7 +188,9 @@ def _require_admin(request: web.Request, state: HttpState) -> None:
     if presented is None:
         raise _rejected(request, web.HTTPUnauthorized, "missing bearer token")
     # Compared as bytes: compare_digest rejects str with non-ASCII characters.
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    if not hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode()
+    ):
         raise _rejected(request, web.HTTPUnauthorized, "invalid bearer token")
 
 

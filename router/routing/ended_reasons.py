@@ -10,8 +10,10 @@ its limits, draining, the runtime hand-off and its own faults.
 GET_PHONE_NUMBER = "call.start.error-get-phone-number"
 PHONE_NUMBER_BLOCKED = "call.start.error-phone-number-blocked"
 PHONE_NUMBER_ACTIVATING = "call.start.error-phone-number-activating"
-HOOK_EXECUTED_SAY = "call.ringing.hook-executed-say"
-HOOK_EXECUTED_TRANSFER = "call.ringing.hook-executed-transfer"
+RINGING_HOOK_EXECUTED_SAY = "call.ringing.hook-executed-say"
+RINGING_HOOK_EXECUTED_TRANSFER = "call.ringing.hook-executed-transfer"
+ENDING_HOOK_EXECUTED_SAY = "call.ending.hook-executed-say"
+ENDING_HOOK_EXECUTED_TRANSFER = "call.ending.hook-executed-transfer"
 NEITHER_ASSISTANT_NOR_SERVER = "call-start-error-neither-assistant-nor-server-set"
 CALLER_HUNG_UP_BEFORE_CONNECT = (
     "call.ringing.sip-inbound-caller-hungup-before-call-connect"
@@ -57,3 +59,5 @@ RUNTIME_REJECTED = "call.start.error-runtime-rejected"
 RUNTIME_UNREACHABLE = "call.start.error-runtime-timeout"
 TRANSFER_FAILED = "call.forwarding.error-transfer-failed"
 ROUTER_FAULT = "call.start.error-router-fault"
+# A call still in progress when the drain time after SIGTERM ran out.
+ROUTER_SHUT_DOWN = "call.in-progress.error-router-shut-down"

@@ -66,6 +66,19 @@ def dialled_user(uri: str) -> str | None:
     return None
 
 
+def uri_host(uri: str) -> str | None:
+    """Return the host of a SIP URI, without port, or None for other URIs."""
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() not in ("sip", "sips"):
+        return None
+    host = rest.rpartition("@")[2]
+    for stop in (";", "?", ">"):
+        host = host.split(stop, 1)[0]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _decode_escapes(match: re.Match[str]) -> str:
     # A run of escapes is decoded as one UTF-8 sequence, so a multi-byte
     # character split over several escapes comes back whole.

@@ -7,6 +7,8 @@ to the webhook client and never reach this module.
 """
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,6 +22,12 @@ from router.routing.decision import Route, RouteKind
 _DESTINATION = TypeAdapter(Destination)
 
 _ROUTE_KINDS: tuple[RouteKind, ...] = ("assistant", "squad", "workflow")
+
+MAX_ID_LENGTH = 256
+_ID_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_LENGTH}}}")
+# Deep enough for any real inline assistant; deeper bodies are refused so
+# that later code walking them cannot hit the interpreter's recursion limit.
+MAX_REPLY_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,10 @@ def parse_assistant_request_body(raw: bytes) -> Reply:
     the `assistant-request-failed` row.
     """
     try:
-        body = json.loads(raw)
+        body = json.loads(
+            raw, parse_constant=_reject_constant, parse_float=_finite_float
+        )
+        _check_depth(body)
     except (ValueError, RecursionError) as error:
         # ValueError covers invalid JSON and invalid UTF-8. RecursionError
         # is raised for nesting deeper than the interpreter's stack.
@@ -154,6 +165,13 @@ def _route_of_kind(fields: dict[str, Any], kind: RouteKind) -> Route:
         raise _invalid(f"reply sets both {kind}Id and {kind}")
     if route_id is not None and (not isinstance(route_id, str) or not route_id):
         raise _invalid(f"{kind}Id is a JSON {_json_type(route_id)}, not an id")
+    # The id goes into a SIP header of the INVITE to the runtime: a CR or LF
+    # would add headers of the server's choosing.
+    if route_id is not None and not _ID_PATTERN.fullmatch(route_id):
+        raise _invalid(
+            f"{kind}Id of {len(route_id)} characters is not an id: at most "
+            f"{MAX_ID_LENGTH} printable characters without spaces"
+        )
     if inline is not None and not isinstance(inline, dict):
         raise _invalid(f"{kind} is a JSON {_json_type(inline)}, not an object")
     if overrides is not None and not isinstance(overrides, dict):
@@ -162,6 +180,30 @@ def _route_of_kind(fields: dict[str, Any], kind: RouteKind) -> Route:
         )
 
     return Route(kind, id=route_id, inline=inline, overrides=overrides)
+
+
+def _reject_constant(name: str) -> None:
+    # NaN and Infinity are not JSON, and the call record that the runtime
+    # reads back must stay valid JSON.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number too large for a double")
+    return value
+
+
+def _check_depth(value: object, depth: int = 0) -> None:
+    if depth > MAX_REPLY_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_REPLY_DEPTH} levels")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_depth(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_depth(item, depth + 1)
 
 
 def _invalid(detail: str) -> AssistantRequestFailed:

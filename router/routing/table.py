@@ -6,6 +6,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
 from router.config import Config, PhoneNumber, SipTrunkCredential
 from router.errors import NumberNotFound, SourceNotAllowed
+from router.routing.contacts import contact_user_trunk_id
 from router.routing.numbers import number_key
 
 
@@ -84,8 +85,10 @@ class RoutingTable:
 
         The Request-URI user is tried first, then the To user, because on a
         registration trunk the Request-URI user is the router's own contact
-        and the dialled number is only in To. Users are raw user parts, as
-        `dialled_user()` returns them.
+        and the dialled number is only in To. When the Request-URI user is
+        the registration contact user of one of `trunks`, only that trunk's
+        numbers count. Users are raw user parts, as `dialled_user()` returns
+        them.
 
         When several trunks hold the same number, the first of `trunks`
         wins. `match_trunks()` returns trunks in config order, so that is
@@ -95,6 +98,7 @@ class RoutingTable:
         Raises NumberNotFound when neither user matches a number of
         `trunks`.
         """
+        trunks = _registered_trunk(trunks, ruri_user) or trunks
         for user in (ruri_user, to_user):
             number = self._lookup(trunks, user)
             if number is not None:
@@ -137,6 +141,20 @@ class RoutingTable:
             if number is not None:
                 return number
         return None
+
+
+def _registered_trunk(
+    trunks: Sequence[SipTrunkCredential], ruri_user: str | None
+) -> list[SipTrunkCredential]:
+    """Return the trunk whose registration contact `ruri_user` is, if any."""
+    trunk_id = contact_user_trunk_id(ruri_user)
+    if trunk_id is None:
+        return []
+    return [
+        trunk
+        for trunk in trunks
+        if trunk.id == trunk_id and trunk.sip_register_plan is not None
+    ]
 
 
 def _inbound_networks(trunk: SipTrunkCredential) -> list[IPv4Network]:

@@ -18,36 +18,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import os
 import queue
+import re
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pjsua2 as pj
 import structlog
 
+from router.errors import ConcurrencyLimitReached, FinalResponse, final_response
+from router.sip.accounts import TrunkAccounts
 from router.sip.limits import SipLimits
 from router.sip.messages import (
     CallKey,
     InboundInvite,
     MalformedRequest,
+    SipRequest,
     parse_request,
     split_host_port,
 )
+from router.sip.registration import (
+    RegistrationReport,
+    UnregisterResult,
+)
+from router.sip.registration_spec import RegistrationSpec
+from router.sip.sockets import SocketBudget
 
 log = structlog.get_logger(__name__)
 
 _EVENT_WAIT_MS = 2
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+# Audio left in the conference bridge and the RTP stream when the WAV file
+# ends (a few 20 ms frames), so the hang-up does not cut the last word.
+_PLAYBACK_TAIL_SECONDS = 0.3
 
 
 class CallGone(Exception):
     """The call ended before the operation reached it."""
 
 
+class SipStartError(Exception):
+    """The SIP stack could not start, for example a port already in use."""
+
+
 class NoCallSlot(Exception):
     """No call slot is free for a new outbound leg."""
+
+
+class PlaybackFailed(Exception):
+    """A WAV file could not be played to the call (no audio, bad file)."""
 
 
 class DialFailed(Exception):
@@ -70,7 +96,7 @@ class ListenAddress:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What the engine needs from the router settings."""
+    """Engine settings, taken from the router settings."""
 
     listen: tuple[ListenAddress, ...]
     public_host: str | None
@@ -81,13 +107,22 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class InviteVerdict:
+    """What the call path decided from an INVITE before pjsua took it."""
+
+    media: bool
+    final: FinalResponse | None = None
+
+
+@dataclass(frozen=True)
 class LegEnded:
-    """How a call leg ended: final status and who hung up first."""
+    """The end of a call leg: final status and who hung up first."""
 
     status_code: int
     reason: str
     hung_up_locally: bool
     was_answered: bool
+    by_shutdown: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,10 @@ class _Leg:
     peer: CallKey | None = None
     answered: bool = False
     hanging_up: bool = False
+    media: bool = False
+    player: pj.AudioMediaPlayer | None = None
+    account: pj.Account | None = None
+    """The account that pjsua put an inbound call on."""
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -129,12 +168,37 @@ def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
 
 
 class _LogWriter(pj.LogWriter):
-    """Sends pjsip's own log lines to structlog."""
+    """Sends pjsip's own log lines to structlog, cut short and rate-limited.
+
+    pjsip logs whole packets with its errors, caller numbers and all, and
+    any source can make it log one per packet; so only the first line is
+    kept, and at most `LINES_PER_WINDOW` lines per window go out.
+    """
+
+    LINES_PER_WINDOW = 20
+    WINDOW_SECONDS = 10.0
+    MAX_CHARACTERS = 160
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._window_start = 0.0
+        self._lines = 0
+        self._suppressed = 0
 
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see _guarded().
         with contextlib.suppress(BaseException):
-            log.warning("sip.stack_log", level=entry.level, text=entry.msg.strip())
+            now = time.monotonic()
+            if now - self._window_start >= self.WINDOW_SECONDS:
+                if self._suppressed:
+                    log.warning("sip.stack_log_suppressed", lines=self._suppressed)
+                self._window_start, self._lines, self._suppressed = now, 0, 0
+            self._lines += 1
+            if self._lines > self.LINES_PER_WINDOW:
+                self._suppressed += 1
+                return
+            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
+            log.warning("sip.stack_log", stack_level=entry.level, text=text)
 
 
 class _RouterCall(pj.Call):
@@ -164,6 +228,24 @@ class _RouterAccount(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
         self._engine._on_incoming_call(self, prm)
 
+    @_guarded
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:  # noqa: N802
+        # pjsua accepts presence subscriptions by default and then sends
+        # NOTIFYs to any Contact, which a spoofed source could aim anywhere.
+        prm.code = 403
+
+
+class _TrunkAccount(_RouterAccount):
+    """A registering trunk's account; calls that land on it go the same way."""
+
+    def __init__(self, engine: SipEngine, trunk_id: str):
+        super().__init__(engine)
+        self.trunk_id = trunk_id
+
+    @_guarded
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        self._engine._trunk_accounts.on_reg_state(self.trunk_id, prm)
+
 
 class _Endpoint(pj.Endpoint):
     def __init__(self, engine: SipEngine):
@@ -173,6 +255,10 @@ class _Endpoint(pj.Endpoint):
     @_guarded
     def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802
         self._engine._on_rejected_by_pjsua(prm.statusCode)
+
+    @_guarded
+    def onSelectAccount(self, prm: pj.OnSelectAccountParam) -> None:  # noqa: N802
+        self._engine._on_select_account(prm)
 
 
 class SipEngine:
@@ -188,6 +274,10 @@ class SipEngine:
         self.limits = limits
         self._loop = loop
         self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Set once the owner thread has stopped taking operations; guarded by
+        # the lock so that no operation is queued after the last one ran.
+        self._closed = False
+        self._ops_lock = threading.Lock()
         self._calls: dict[int, _Leg] = {}
         self._serials = itertools.count(1)
         self._thread: threading.Thread | None = None
@@ -202,10 +292,29 @@ class SipEngine:
         self._answered: dict[CallKey, asyncio.Future[None]] = {}
         self._transfers: dict[CallKey, asyncio.Queue[TransferStatus]] = {}
         self.on_invite: Callable[[InboundInvite], None] = lambda invite: None
+        # Decides on the owner thread, before pjsua creates the call's media
+        # transport: a verdict to send at once, or whether the call may need
+        # real RTP (a bridge) or can do with the loop media transport.
+        self.classifier: Callable[[SipRequest, str], InviteVerdict] = (
+            lambda request, source_ip: InviteVerdict(media=True)
+        )
+        self._verdict: tuple[str, InviteVerdict] | None = None
+        self.sockets = SocketBudget(limits.max_sockets)
+        self._quiet_account: _RouterAccount | None = None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
+        self.on_registration: Callable[[RegistrationReport], None] = lambda report: None
+        self._trunk_accounts = TrunkAccounts(
+            limits.max_accounts,
+            lambda trunk_id: _TrunkAccount(self, trunk_id),
+            self._configure_media,
+            self._calls_on,
+            lambda report: self._post(self._deliver_registration, report),
+        )
+        self._trunk_accounts.public_host = settings.public_host
         self.slots_used = 0
         self.legs_reserved = 0
+        self._shutting_down = False
         self._dialing: pj.Call | None = None
         self._dial_failure: tuple[int, str] | None = None
 
@@ -234,8 +343,11 @@ class SipEngine:
     def _run(self) -> None:
         try:
             self._create_library()
-        except BaseException as error:  # reported to start() and re-raised
-            self._start_error = error
+        except (pj.Error, SipStartError) as error:
+            # The library and every pjsua2 object must die on this thread:
+            # destroyed anywhere else, they abort the process.
+            self._start_error = SipStartError(_describe(error))
+            self._destroy_library()
             self._started.set()
             return
         self._started.set()
@@ -245,10 +357,21 @@ class SipEngine:
                 self._run_queued_operations()
         finally:
             self._destroy_library()
+            # Operations still queued now find no call and fail with
+            # CallGone, so no task waits for them past shutdown.
+            with self._ops_lock:
+                self._closed = True
+            self._calls.clear()
+            self._account = None
+            self._run_queued_operations()
 
     def _create_library(self) -> None:
         endpoint = _Endpoint(self)
-        endpoint.libCreate()
+        self._endpoint = endpoint
+        # pjlib prints a few lines to stdout in libCreate(), before any log
+        # setting applies; libInit() then routes its log to _LogWriter.
+        with _stdout_silenced():
+            endpoint.libCreate()
         config = pj.EpConfig()
         config.uaConfig.threadCnt = 0
         config.uaConfig.mainThreadOnly = False
@@ -271,10 +394,10 @@ class SipEngine:
         )
         endpoint.libInit(config)
         endpoint.audDevManager().setNullDev()
-        self._endpoint = endpoint
         self._bind_transports(endpoint)
         endpoint.libStart()
-        self._account = self._create_account()
+        self._account = self._create_account(loop_media=False)
+        self._quiet_account = self._create_account(loop_media=True)
 
     def _bind_transports(self, endpoint: pj.Endpoint) -> None:
         kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
@@ -284,18 +407,42 @@ class SipEngine:
             config.boundAddress = "" if address.host == "0.0.0.0" else address.host
             if self.settings.public_host:
                 config.publicAddress = self.settings.public_host
-            transport_id = endpoint.transportCreate(kinds[address.transport], config)
+            try:
+                transport_id = endpoint.transportCreate(
+                    kinds[address.transport], config
+                )
+            except pj.Error as error:
+                raise SipStartError(
+                    f"cannot listen for SIP on {address.transport} "
+                    f"{address.host}:{address.port}: {error.reason}; check that "
+                    "no other process uses that port (router.sip.listen)"
+                ) from None
             info = endpoint.transportGetInfo(transport_id)
+            self._trunk_accounts.transport_ids[address.transport] = transport_id
+            self._trunk_accounts.transport_names[address.transport] = info.localName
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
 
-    def _create_account(self) -> _RouterAccount:
+    def _create_account(self, loop_media: bool) -> _RouterAccount:
+        """Create the router's local account, with or without RTP sockets.
+
+        Calls that are rejected or redirected never carry audio, so they
+        take the account whose loop media transport opens no socket.
+        """
         first = self.bound[0]
         host = self.settings.public_host or first.host
         if host == "0.0.0.0":
             host = "127.0.0.1"
         config = pj.AccountConfig()
         config.idUri = f"sip:router@{host}:{first.port}"
+        config.mediaConfig.useLoopMedTp = loop_media
+        self._configure_media(config)
+        account = _RouterAccount(self)
+        account.create(config, not loop_media)
+        return account
+
+    def _configure_media(self, config: pj.AccountConfig) -> None:
+        first = self.bound[0]
         media = config.mediaConfig.transportConfig
         media.port = self.settings.rtp_port_start
         media.portRange = self.settings.rtp_port_count
@@ -303,22 +450,28 @@ class SipEngine:
             media.boundAddress = first.host
         if self.settings.public_host:
             media.publicAddress = self.settings.public_host
-        account = _RouterAccount(self)
-        account.create(config, True)
-        return account
 
     def _destroy_library(self) -> None:
         endpoint = self._endpoint
         if endpoint is None:
             return
+        self._shutting_down = True
+        for leg in self._calls.values():
+            leg.hanging_up = True
         try:
             endpoint.hangupAllCalls()
+            # Let the BYEs and CANCELs go out and the legs disconnect.
             for _ in range(50):
                 if not self._calls:
                     break
                 endpoint.libHandleEvents(10)
-            self._calls.clear()
-            self._account = None
+        except pj.Error as error:
+            log.error("sip.hangup_all_failed", error=error.info())
+        self._calls.clear()
+        self._trunk_accounts.shutdown_all()
+        self._account = None
+        self._quiet_account = None
+        try:
             endpoint.libDestroy()
         except pj.Error as error:
             log.error("sip.shutdown_failed", error=error.info())
@@ -345,7 +498,11 @@ class SipEngine:
             else:
                 self._post(_set_result, future, result)
 
-        self._ops.put(operation)
+        with self._ops_lock:
+            if not self._closed:
+                self._ops.put(operation)
+                return future
+        future.set_exception(CallGone("the SIP stack has stopped"))
         return future
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
@@ -417,15 +574,72 @@ class SipEngine:
         return statuses
 
     async def dial(
-        self, target: str, headers: list[tuple[str, str]], peer: CallKey | None
+        self,
+        target: str,
+        headers: list[tuple[str, str]],
+        peer: CallKey | None,
+        reserved: bool = False,
     ) -> CallKey:
-        """Start an outbound leg to `target`, linked to `peer` for media."""
-        return await self._submit(self._dial_op, target, headers, peer)
+        """Start an outbound leg to `target`, linked to `peer` for media.
+
+        `reserved` says the caller holds a slot from `reserve_leg()`.
+        """
+        return await self._submit(self._dial_op, target, headers, peer, reserved)
+
+    async def play(self, key: CallKey, wav_path: str) -> None:
+        """Answer if needed, play a WAV file to the caller, return at its end.
+
+        The player lives in the owner thread's call table and is destroyed
+        there, when playback ends or the call does. Returns early when the
+        call ends first. Raises PlaybackFailed when the file or the call's
+        audio cannot be used, and CallGone when the call has ended.
+        """
+        answered = self._answered.get(key)
+        if answered is None or not answered.done():
+            await self.answer(key)
+        duration_seconds = await self._submit(self._play_op, key, wav_path)
+        try:
+            await asyncio.wait(
+                {self.ended(key)}, timeout=duration_seconds + _PLAYBACK_TAIL_SECONDS
+            )
+        finally:
+            # Queued at once, so the player is destroyed even if this task
+            # is cancelled while it waits for the result.
+            stopped = self._submit(self._stop_playing_op, key)
+            with contextlib.suppress(CallGone):
+                await stopped
 
     async def wait_answered(self, key: CallKey) -> None:
         """Wait until the outbound leg `key` is answered (CONFIRMED)."""
         answered = self._answered.setdefault(key, self._loop.create_future())
         await _first_of(answered, self.ended(key))
+
+    # ----- asyncio side: trunk registrations ---------------------------------
+
+    async def add_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Create a trunk's account, which registers at once.
+
+        Its reports carry `serial`. Raises NoAccountSlot when the build has
+        no account left, and AccountFailed when pjsua refuses the account or
+        the router has no transport for the registrar.
+        """
+        await self._submit(self._trunk_accounts.add, spec, serial)
+
+    async def modify_trunk_account(self, spec: RegistrationSpec, serial: int) -> None:
+        """Re-register a trunk with changed settings, reporting with `serial`."""
+        await self._submit(self._trunk_accounts.modify, spec, serial)
+
+    async def register_trunk(self, trunk_id: str) -> bool:
+        """Send a REGISTER; False when one is in progress already."""
+        return await self._submit(self._trunk_accounts.register, trunk_id)
+
+    async def unregister_trunk(self, trunk_id: str) -> UnregisterResult:
+        """Send an un-REGISTER for a trunk's binding."""
+        return await self._submit(self._trunk_accounts.unregister, trunk_id)
+
+    async def remove_trunk_account(self, trunk_id: str) -> None:
+        """Delete a trunk's account once no call uses it."""
+        await self._submit(self._trunk_accounts.remove, trunk_id)
 
     # ----- owner thread: operations -----------------------------------------
 
@@ -452,15 +666,43 @@ class SipEngine:
             leg.hanging_up = False
             raise
 
+    def _play_op(self, key: CallKey, wav_path: str) -> float:
+        """Connect a new WAV player to the call; return the file's seconds."""
+        leg = self._leg(key)
+        player = pj.AudioMediaPlayer()
+        try:
+            player.createPlayer(wav_path, pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(leg.call.getAudioMedia(-1))
+            samples = player.getInfo().sizeSamples
+            clock_rate = player.getPortInfo().format.clockRate
+        except pj.Error as error:
+            # `player` is dropped here, on this thread, which destroys it.
+            raise PlaybackFailed(error.info()) from None
+        leg.player = player
+        return samples / clock_rate
+
+    def _stop_playing_op(self, key: CallKey) -> None:
+        leg = self._calls.get(key.slot)
+        if leg is not None and leg.key == key:
+            leg.player = None
+
     def _refer_op(self, key: CallKey, target: str, headers: list) -> None:
         leg = self._leg(key)
         leg.call.xfer(target, _call_op(0, None, headers))
 
-    def _dial_op(self, target: str, headers: list, peer: CallKey | None) -> CallKey:
+    def _dial_op(
+        self, target: str, headers: list, peer: CallKey | None, reserved: bool
+    ) -> CallKey:
+        if self._account is None:
+            raise CallGone("the SIP stack has stopped")
         # Keep one slot free so that a new INVITE gets the router's 503, not
-        # pjsua's own 486 Busy Here.
-        if len(self._calls) + 1 >= self.limits.max_calls:
+        # pjsua's own 486 Busy Here. A reserved leg was counted against that
+        # rule already; an INVITE about to be rejected may hold its slot.
+        spare = 0 if reserved else 1
+        if len(self._calls) + 1 > self.limits.max_calls - spare:
             raise NoCallSlot("no call slot is free for an outbound leg")
+        if not self.sockets.can_open(1):
+            raise NoCallSlot("no socket is free for an outbound leg's media")
         call = _RouterCall(self, self._account, pj.PJSUA_INVALID_ID)
         parameters = _call_op(0, None, headers)
         parameters.opt.audioCount = 1
@@ -468,13 +710,16 @@ class SipEngine:
         self._dialing, self._dial_failure = call, None
         try:
             call.makeCall(target, parameters)
+        except pj.Error as error:
+            raise DialFailed(500, error.reason) from None
         finally:
             self._dialing = None
         if self._dial_failure is not None:
             status, reason = self._dial_failure
             raise DialFailed(status, reason)
         key = CallKey(call.getId(), next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer)
+        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer, media=True)
+        self.sockets.opened()
         if peer is not None and peer.slot in self._calls:
             self._calls[peer.slot].peer = key
         self.slots_used = len(self._calls)
@@ -488,19 +733,70 @@ class SipEngine:
         # pjsua answers 500 unless a Call object exists when this returns.
         call = _RouterCall(self, account, prm.callId)
         key = CallKey(prm.callId, next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=True)
+        media = account is self._account
+        verdict = self._take_verdict(prm.rdata.wholeMsg)
+        # Only a trunk's own account needs to know of its calls.
+        own = account is self._account or account is self._quiet_account
+        self._calls[key.slot] = _Leg(
+            call, key, inbound=True, media=media, account=None if own else account
+        )
         self.slots_used = len(self._calls)
+        if media:
+            self.sockets.opened()
         try:
             invite = _read_invite(key, prm.rdata.wholeMsg, prm.rdata.srcAddress)
         except (MalformedRequest, UnicodeError) as error:
             self._post(self.on_unreadable_invite, str(error))
             self._ops.put(lambda: self._hangup_quietly(key, 400))
             return
+        invite = dataclasses.replace(invite, has_media=media)
+        response = verdict.final if verdict else None
+        if self.slots_used >= self.limits.max_calls:
+            # This INVITE took the last, spare slot.
+            response = final_response(ConcurrencyLimitReached())
+        if response is not None:
+            # Reject at once, without waiting for asyncio, so a burst frees
+            # its slots before the next INVITE meets pjsua's own 486. The
+            # call path still logs and counts the call.
+            invite = dataclasses.replace(invite, pre_rejected=response.status)
+            self._ops.put(
+                lambda: self._hangup_quietly(key, response.status, response.headers)
+            )
         self._post(self.on_invite, invite)
 
-    def _hangup_quietly(self, key: CallKey, status: int) -> None:
+    def _on_select_account(self, prm: pj.OnSelectAccountParam) -> None:
+        """Pick the account, so the media transport, of a new request."""
+        if self._quiet_account is None or self._account is None:
+            return
+        media = False
+        try:
+            request = parse_request(prm.rdata.wholeMsg)
+        except (MalformedRequest, UnicodeError):
+            request = None
+        if request is not None and request.method == "INVITE":
+            source_ip, _ = split_host_port(prm.rdata.srcAddress)
+            media = len(self._calls) + 1 < self.limits.max_calls and (
+                self.sockets.can_open(2)
+            )
+            verdict = self.classifier(request, source_ip)
+            media = media and verdict.media and verdict.final is None
+            self._verdict = (request.header("call-id") or "", verdict)
+        chosen = self._account if media else self._quiet_account
+        prm.accountIndex = chosen.getId()
+
+    def _take_verdict(self, raw: str) -> InviteVerdict | None:
+        """Return the verdict `_on_select_account` took for this INVITE."""
+        verdict, self._verdict = self._verdict, None
+        if verdict is None:
+            return None
+        call_id, found = verdict
+        return found if f"{call_id}" in raw else None
+
+    def _hangup_quietly(
+        self, key: CallKey, status: int, headers: list | None = None
+    ) -> None:
         with contextlib.suppress(CallGone, pj.Error):
-            self._hangup_op(key, status, None, [])
+            self._hangup_op(key, status, None, headers or [])
 
     def _on_call_state(self, call: _RouterCall) -> None:
         slot = call.getId()
@@ -519,13 +815,21 @@ class SipEngine:
             self._end_leg(leg, info)
 
     def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
+        leg.player = None
         del self._calls[leg.key.slot]
         self.slots_used = len(self._calls)
+        if leg.media:
+            self.sockets.closed()
+        if leg.account is not None:
+            # pjsua still uses the account while this callback runs.
+            account = leg.account
+            self._ops.put(lambda: self._trunk_accounts.call_ended(account))
         ended = LegEnded(
             status_code=info.lastStatusCode,
             reason=info.lastReason,
             hung_up_locally=leg.hanging_up,
             was_answered=leg.answered,
+            by_shutdown=self._shutting_down,
         )
         self._post(self._resolve_ended, leg.key, ended)
         # A bridged pair ends together: the first BYE hangs up the other leg.
@@ -548,11 +852,10 @@ class SipEngine:
         peer = self._calls.get(leg.peer.slot)
         if peer is None or peer.key != leg.peer:
             return
-        try:
-            ours = call.getAudioMedia(-1)
-            theirs = peer.call.getAudioMedia(-1)
-        except pj.Error:
-            return  # the other side's media is not active yet
+        ours = _active_audio(call)
+        theirs = _active_audio(peer.call)
+        if ours is None or theirs is None:
+            return  # the other leg's media is not up yet: its callback connects
         ours.startTransmit(theirs)
         theirs.startTransmit(ours)
 
@@ -568,6 +871,9 @@ class SipEngine:
     def _on_rejected_by_pjsua(self, status: int) -> None:
         self._post(self.on_rejected_by_stack, status)
 
+    def _calls_on(self, account: pj.Account) -> int:
+        return sum(1 for leg in self._calls.values() if leg.account is account)
+
     # ----- loop side: resolving awaitables ------------------------------------
 
     def _resolve_answered(self, key: CallKey) -> None:
@@ -580,10 +886,43 @@ class SipEngine:
         # Keep the ended future a moment for late awaiters, then drop it.
         self._loop.call_later(60, self._ended.pop, key, None)
 
+    def _deliver_registration(self, report: RegistrationReport) -> None:
+        self.on_registration(report)
+
     def _resolve_transfer(self, key: CallKey, status: TransferStatus) -> None:
         statuses = self._transfers.get(key)
         if statuses is not None:
             statuses.put_nowait(status)
+
+
+def _active_audio(call: pj.Call) -> pj.AudioMedia | None:
+    """Return the call's active audio media, or None while it has none."""
+    for index, media in enumerate(call.getInfo().media):
+        if (
+            media.type == pj.PJMEDIA_TYPE_AUDIO
+            and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+        ):
+            return call.getAudioMedia(index)
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, pj.Error):
+        return f"{error.title}: {error.reason}"
+    return str(error)
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
@@ -616,6 +955,9 @@ def _call_op(
         parameters.reason = reason
     vector = pj.SipHeaderVector()
     for name, value in headers:
+        # pjsua copies header text as it is: a line break would add headers.
+        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
+            raise ValueError(f"SIP header {name!r} contains a line break")
         header = pj.SipHeader()
         header.hName = name
         header.hValue = value

@@ -5,7 +5,7 @@ at build time and the Python bindings expose none of them. pjsua clamps a
 larger `maxCalls` silently, and it aborts the process (a failed C assert)
 when a call slot or account past the limit is touched. So the probe runs in
 child processes: each one walks up to the limit and either reports the
-limit or dies on the first slot past it, which tells the parent the same.
+limit or dies on the first slot past it, which gives the parent the same answer.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ log = structlog.get_logger(__name__)
 
 # Defaults of pjproject 2.15.1 as built for the pjsua2-python wheel, used
 # only when a probe cannot run at all.
-WHEEL_DEFAULTS = {"maxCalls": 4, "maxAccounts": 8, "maxPacketBytes": 4000}
+WHEEL_DEFAULTS = {
+    "maxCalls": 4,
+    "maxAccounts": 8,
+    "maxPacketBytes": 4000,
+    "maxSockets": 64,
+}
 
 PROBE_TIMEOUT_SECONDS = 20.0
 
@@ -34,6 +39,7 @@ class SipLimits:
     max_calls: int
     max_accounts: int
     max_packet_bytes: int
+    max_sockets: int = WHEEL_DEFAULTS["maxSockets"]
     probed: bool = True
 
     def as_json(self) -> dict[str, int]:
@@ -42,6 +48,7 @@ class SipLimits:
             "maxCalls": self.max_calls,
             "maxAccounts": self.max_accounts,
             "maxPacketBytes": self.max_packet_bytes,
+            "maxSockets": self.max_sockets,
         }
 
 
@@ -53,15 +60,20 @@ def probe_limits(requested_calls: int, requested_accounts: int = 64) -> SipLimit
     """
     try:
         calls, packet = _probe_calls_and_packet(requested_calls)
-        accounts = _probe_accounts(requested_accounts)
+        accounts = _count_created("accounts", "account", requested_accounts)
+
     except (OSError, ValueError, subprocess.SubprocessError) as error:
         log.warning("sip.limits_probe_failed", error=str(error))
         return SipLimits(
             WHEEL_DEFAULTS["maxCalls"],
             WHEEL_DEFAULTS["maxAccounts"],
             WHEEL_DEFAULTS["maxPacketBytes"],
+            WHEEL_DEFAULTS["maxSockets"],
             probed=False,
         )
+    # NOTE: the I/O queue's socket limit (PJ_IOQUEUE_MAX_HANDLES) is not
+    # probed: a probe cannot register sockets without also hitting pjsua's
+    # limit of 8 transports first. The wheel's value is assumed.
     return SipLimits(calls, accounts, packet)
 
 
@@ -74,9 +86,9 @@ def _probe_calls_and_packet(requested_calls: int) -> tuple[int, int]:
     return max(slots) + 1, packet
 
 
-def _probe_accounts(requested_accounts: int) -> int:
-    lines = _run_probe("accounts", requested_accounts)
-    created = [int(v) for k, v in lines if k == "account"]
+def _count_created(kind: str, item: str, count: int) -> int:
+    lines = _run_probe(kind, count)
+    created = [int(v) for k, v in lines if k == item]
     return max(created, default=0)
 
 

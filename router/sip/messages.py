@@ -164,6 +164,11 @@ class InboundInvite:
     content_length: int | None = None
     body_bytes: int = 0
     message_bytes: int = 0
+    # False when the call got the loop media transport: it can be rejected,
+    # redirected or referred, but not bridged or spoken to.
+    has_media: bool = True
+    # A final status the engine already sent (503 when no slot was free).
+    pre_rejected: int | None = None
 
     @property
     def truncated(self) -> bool:

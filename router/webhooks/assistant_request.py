@@ -146,21 +146,34 @@ class AssistantRequestClient:
         self._logger = logger if logger is not None else structlog.get_logger()
         self._max_response_bytes = max_response_bytes
 
-    async def request(self, call: AssistantRequestInput, server: Server) -> Reply:
+    async def request(
+        self,
+        call: AssistantRequestInput,
+        server: Server,
+        config: Config | None = None,
+    ) -> Reply:
         """POST the assistant-request for `call` to `server` and parse the reply.
+
+        `config` is the configuration that the call started with, so a reload
+        in the meantime does not change its deadline or signing credential.
+        It defaults to the configuration in force.
 
         Raises `AssistantRequestFailed` with `assistant-request-failed` on a
         transport error, a timeout, a non-2xx status or an oversized body,
         and with the matching reason when the reply table rejects the body.
         Cancelling the task (the caller hung up) abandons the request.
+        `logger`, usually the call's bound logger, replaces the client's own.
         """
-        config = self._config_provider()
+        config = config or self._config_provider()
         deadline_seconds = min(
             config.router.assistant_request_deadline_seconds, server.timeout_seconds
         )
         body = json.dumps(build_request_body(call), separators=(",", ":")).encode()
         log = self._logger.bind(
-            number_id=call.phone_number.id, server_host=_host_of(server.url)
+            call_id=call.call_id,
+            sip_call_id=call.sip_call_id,
+            number_id=call.phone_number.id,
+            server_host=_host_of(server.url),
         )
 
         loop = asyncio.get_running_loop()

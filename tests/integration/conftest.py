@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from harness import Daemon, base_config, free_port, start_daemon
-from sipp_runner import SippRuntime
+from log_scan import leaks
+from sipp_runner import CALLER_NUMBER, SippRuntime
 from webhook_server import WebhookServer
 
 
@@ -45,18 +46,24 @@ def router_config(runtime: SippRuntime, webhooks: WebhookServer) -> dict[str, An
 
 
 @pytest.fixture
-def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]:
+def start_router(
+    tmp_path: Path, webhooks: WebhookServer
+) -> Iterator[Callable[..., Daemon]]:
     """Return a function that starts the daemon on a config.
 
-    Every daemon it started is stopped with SIGTERM at teardown, which
-    fails if the daemon does not exit with status 0.
+    It takes the config and, optionally, `env`: environment variables to
+    add or replace. Every daemon it started is stopped with SIGTERM at
+    teardown, which fails if the daemon does not exit with status 0, or if
+    its log output contains a secret of its config or an unmasked caller
+    number. The webhook server outlives the daemons, which flush their
+    webhooks to it on shutdown.
     """
     started: list[Daemon] = []
 
-    def start(config: dict[str, Any]) -> Daemon:
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Daemon:
         directory = tmp_path / f"router-{len(started)}"
         directory.mkdir()
-        daemon = start_daemon(config, directory)
+        daemon = start_daemon(config, directory, env)
         started.append(daemon)
         return daemon
 
@@ -67,11 +74,14 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Daemon]]
             f"daemon exited with status {status} after SIGTERM; stderr:\n"
             f"{daemon.stderr_text()[-5000:]}"
         )
+    for daemon in started:
+        found = leaks(daemon.stderr_text(), daemon.config, [CALLER_NUMBER])
+        assert not found, f"log output of {daemon.stderr_path} contains {found}"
 
 
 @pytest.fixture
 def router(
-    start_router: Callable[[dict[str, Any]], Daemon], router_config: dict[str, Any]
+    start_router: Callable[..., Daemon], router_config: dict[str, Any]
 ) -> Daemon:
     """The daemon on the unchanged test config."""
     return start_router(router_config)

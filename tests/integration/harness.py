@@ -8,6 +8,7 @@ JSON log lines and scrapes `/metrics`. Everything binds 127.0.0.1 only.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import socket
@@ -102,6 +103,8 @@ def base_config(
             "assistantRequestDeadlineSeconds": 5,
             # Teardown sends SIGTERM while a held call may still be up.
             "drainSeconds": 2,
+            # Teardown may meet a webhook receiver that still delays a reply.
+            "webhookDelivery": {"flushSeconds": 2},
             "logFormat": "json",
             "maskCallerNumbers": True,
         },
@@ -257,17 +260,23 @@ class Daemon:
         return self.process.returncode
 
 
-def start_daemon(config: dict[str, Any], directory: Path) -> Daemon:
+def start_daemon(
+    config: dict[str, Any], directory: Path, env: dict[str, str] | None = None
+) -> Daemon:
     """Write `config` to `directory` and start the daemon on it.
 
-    Returns once `/readyz` returns 200 with `"ready": true`. Raises
-    DaemonStartFailed with the daemon's stderr if it exits first or is not
-    ready within 20 s; the process is stopped in that case.
+    The daemon's spoken prompts are cached under `directory`, and `env`
+    adds to or replaces its environment variables. Returns once `/readyz`
+    returns 200 with `"ready": true`. Raises DaemonStartFailed with the
+    daemon's stderr if it exits first or is not ready within 20 s; the
+    process is stopped in that case.
     """
     config_path = directory / "router.json"
     config_path.write_text(json.dumps(config, indent=2))
     stderr_path = directory / "router.stderr"
     with stderr_path.open("wb") as stderr:
+        environment = {**os.environ, "XDG_CACHE_HOME": str(directory / "cache")}
+        environment.update(env or {})
         # stderr goes to a file, not a pipe: a pipe that is never read fills
         # up and blocks the daemon's logging. `-m` from the repository root
         # imports this checkout's `router` even when it is not installed.
@@ -277,6 +286,11 @@ def start_daemon(config: dict[str, Any], directory: Path) -> Daemon:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            env={
+                **os.environ,
+                "XDG_CACHE_HOME": str(directory / "cache"),
+                **(env or {}),
+            },
         )
     daemon = Daemon(process, config, config_path, stderr_path)
     try:

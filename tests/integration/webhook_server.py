@@ -1,8 +1,9 @@
 """The operator's webhook server: aiohttp on 127.0.0.1, on its own thread.
 
-A test sets what each path replies (JSON, status, delay, raw body) and
-reads back every request the router sent. The server runs its own event
-loop on a thread, so tests stay plain functions that can block on SIPp.
+A test sets what each path replies (JSON, status, delay, raw body, or a
+number of failures first) and reads back every request the router sent,
+with the status it returned. The server runs its own event loop on a
+thread, so tests stay plain functions that can block on SIPp.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ class Behaviour:
     """Sent as is, with Content-Type application/json; overrides json_body."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
-    """One request that the server received."""
+    """One request that the server received, and the status it returned."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int | None = None
+    """None while the reply is still being delayed."""
 
     @property
     def json(self) -> Any:
@@ -45,6 +48,26 @@ class RecordedRequest:
             return json.loads(self.body)
         except ValueError:
             return None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """Return the body's `message` object; empty when there is none."""
+        body = self.json
+        message = body.get("message") if isinstance(body, dict) else None
+        return message if isinstance(message, dict) else {}
+
+    @property
+    def message_type(self) -> str | None:
+        """Return `message.type`, such as `status-update`."""
+        return self.message.get("type")
+
+    def header(self, name: str) -> str | None:
+        """Return a request header, matched without regard to case."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
 
 
 class WebhookServer:
@@ -56,6 +79,7 @@ class WebhookServer:
 
     def __init__(self) -> None:
         self._behaviours: dict[str, Behaviour] = {}
+        self._failures_left: dict[str, tuple[int, int]] = {}
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -84,14 +108,22 @@ class WebhookServer:
 
     def stop(self) -> None:
         """Close the server, then stop and close its loop."""
-        if self._runner is not None:
-            future = asyncio.run_coroutine_threadsafe(
-                self._runner.cleanup(), self._loop
-            )
-            future.result(timeout=10)
+        future = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+        future.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        # The server stops tracking a handler whose client has gone away, so
+        # a handler still delaying its reply is cancelled here, before the
+        # loop closes.
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     def url(self, path: str) -> str:
         """Return the URL of `path` on this server."""
@@ -115,10 +147,59 @@ class WebhookServer:
                 json_body, status, delay_seconds, raw_body
             )
 
+    def fail_first(self, path: str, count: int, status: int = 503) -> None:
+        """Reply to the next `count` requests to `path` with `status`, no body.
+
+        Later requests get the reply set with `reply()`.
+        """
+        with self._lock:
+            self._failures_left[path] = (count, status)
+
     def requests(self, path: str | None = None) -> list[RecordedRequest]:
         """Return the requests received so far, optionally for one path only."""
         with self._lock:
             return [r for r in self._requests if path is None or r.path == path]
+
+    def messages(
+        self,
+        message_type: str | None = None,
+        path: str | None = None,
+        *,
+        accepted_only: bool = False,
+    ) -> list[RecordedRequest]:
+        """Return the requests with `message.type` equal to `message_type`.
+
+        With `accepted_only`, only those that the server returned 2xx for.
+        """
+        return [
+            request
+            for request in self.requests(path)
+            if (message_type is None or request.message_type == message_type)
+            and (not accepted_only or 200 <= (request.status or 0) <= 299)
+        ]
+
+    def wait_for_messages(
+        self,
+        message_type: str,
+        count: int = 1,
+        path: str | None = None,
+        *,
+        accepted_only: bool = False,
+        timeout: float = 5.0,
+    ) -> list[RecordedRequest]:
+        """Return the matching requests once there are `count` of them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages(message_type, path, accepted_only=accepted_only)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        seen = [(r.path, r.message_type, r.status) for r in self.requests()]
+        raise AssertionError(
+            f"{len(self.messages(message_type, path))} {message_type} messages "
+            f"to {path or 'any path'}, expected {count} within {timeout} s; "
+            f"requests seen (path, type, status): {seen}"
+        )
 
     def wait_for_requests(
         self, path: str, count: int = 1, timeout: float = 5.0
@@ -143,8 +224,14 @@ class WebhookServer:
         with self._lock:
             self._requests.append(recorded)
             behaviour = self._behaviours.get(request.path, Behaviour(json_body={}))
+            failures, status = self._failures_left.get(request.path, (0, 0))
+            if failures:
+                self._failures_left[request.path] = (failures - 1, status)
+                recorded.status = status
+                return web.Response(status=status)
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
+        recorded.status = behaviour.status
         if behaviour.raw_body is not None:
             return web.Response(
                 body=behaviour.raw_body,

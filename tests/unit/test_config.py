@@ -76,6 +76,24 @@ def load_errors(tmp_path: Path, text: str) -> list[str]:
 # Each bad file has exactly one problem: (case id, text, path, fragment).
 BAD_FILES = [
     (
+        "snake-case-key",
+        config_text(number(), head="router: {max_concurrent_calls: 3}"),
+        "router.max_concurrent_calls",
+        "unknown key",
+    ),
+    (
+        "http-port-on-sip-tcp-port",
+        config_text(
+            number(),
+            head=(
+                "router:\n  http: {port: 5060}\n  sip:\n    listen:\n"
+                "      - {transport: tcp, host: 127.0.0.1, port: 5060}"
+            ),
+        ),
+        "router.http.port",
+        "also the SIP TCP listener",
+    ),
+    (
         "unknown-top-level-key",
         config_text(number(), head="colour: blue"),
         "colour",
@@ -1005,19 +1023,19 @@ def registering_config(trunk_count: int) -> Config:
     return Config.model_validate({"credentials": credentials})
 
 
-def test_check_limits_allows_one_account_less():
-    config = registering_config(7)
+def test_check_limits_keeps_router_accounts():
+    config = registering_config(6)
 
-    assert len(config.registering_trunks()) == 7
+    assert len(config.registering_trunks()) == 6
     assert check_limits(config, max_accounts=8) == []
 
 
 def test_check_limits_rejects_too_many_registrations():
-    errors = check_limits(registering_config(8), max_accounts=8)
+    errors = check_limits(registering_config(7), max_accounts=8)
 
     assert len(errors) == 1
-    assert errors[0].startswith("credentials: 8 trunks have a sipRegisterPlan")
-    assert "registers at most 7" in errors[0]
+    assert errors[0].startswith("credentials: 7 trunks have a sipRegisterPlan")
+    assert "registers at most 6" in errors[0]
 
 
 def test_model_validate_applies_cross_checks():
