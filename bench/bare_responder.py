@@ -2,7 +2,8 @@
 
 It keeps the router's threading rule (the main thread owns pjsua2, with
 `threadCnt = 0`, and loops `libHandleEvents`) and its endpoint and media
-settings, and answers every INVITE the same way from inside
+settings, with the loop media transport for calls it does not bridge. It
+answers every INVITE the same way from inside
 `onIncomingCall`: `--reply 404`, `--reply 302` with `--target` as Contact,
 or `--reply bridge`: dial `--target`, answer 200 when it answers, relay the
 audio, and end both legs together. It prints `ready` once it listens and
@@ -127,6 +128,8 @@ def main():
 
     account_config = pj.AccountConfig()
     account_config.idUri = f"sip:bare@127.0.0.1:{args.port}"
+    # Like the router, open RTP sockets only for calls that carry audio.
+    account_config.mediaConfig.useLoopMedTp = args.reply != "bridge"
     media = account_config.mediaConfig.transportConfig
     media.port, media.portRange, media.boundAddress = args.rtp_port, 2000, "127.0.0.1"
     account = Responder(args.reply, args.target)

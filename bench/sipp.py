@@ -63,6 +63,9 @@ class StepResult:
     sipp_cpu_seconds: float
     crashed: bool = False
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    late_responses: int = 0
+    """Responses that arrived after their call had ended: retransmissions
+    from a system that saw the ACK late. They fail no call."""
     latencies_ms: list[float] = field(default_factory=list)
 
     @property
@@ -96,6 +99,7 @@ class StepResult:
             "failed": self.failed,
             "crashed": self.crashed,
             "failureReasons": self.failure_reasons,
+            "lateResponses": self.late_responses,
             "wallSeconds": round(self.wall_seconds, 2),
             "systemCpuSeconds": round(self.system_cpu_seconds, 3),
             "sippCpuSeconds": round(self.sipp_cpu_seconds, 3),
@@ -167,7 +171,7 @@ class SippCaller:
         the caller measures.
         """
         sipp_cpu, crashed = _watch(self.process, system_alive)
-        successful = successful_calls(self.files.stat)
+        successful = stat_counter(self.files.stat, "SuccessfulCall(C)")
         if successful is None and not crashed:
             raise RuntimeError(
                 f"SIPp wrote no statistics (exit {self.process.returncode}): "
@@ -182,6 +186,7 @@ class SippCaller:
             sipp_cpu_seconds=sipp_cpu,
             crashed=crashed,
             failure_reasons=failure_reasons(self.files.errors),
+            late_responses=stat_counter(self.files.stat, "DeadCallMsgs(C)") or 0,
             latencies_ms=(
                 setup_latencies_ms(self.files.short) if self.trace_latency else []
             ),
@@ -292,14 +297,18 @@ def _watch(
     return sipp_cpu, False
 
 
-def successful_calls(stat_file: Path) -> int | None:
-    """Return SuccessfulCall(C) from the last line of SIPp's statistics."""
+def stat_counter(stat_file: Path, name: str) -> int | None:
+    """Return counter `name` from the last line of SIPp's statistics.
+
+    `SuccessfulCall(C)` counts the calls that ended as the scenario
+    expects, `DeadCallMsgs(C)` the messages for calls that had ended.
+    """
     lines = _read(stat_file).splitlines()
     if len(lines) < 2:
         return None
     names = lines[0].rstrip(";").split(";")
     values = lines[-1].rstrip(";").split(";")
-    return int(values[names.index("SuccessfulCall(C)")])
+    return int(values[names.index(name)])
 
 
 def failure_reasons(error_file: Path) -> dict[str, int]:
@@ -307,6 +316,8 @@ def failure_reasons(error_file: Path) -> dict[str, int]:
     reasons: Counter[str] = Counter()
     # SIPp writes one event per failed call, not always on its own line.
     for event in re.split(r"(?=\d{4}-\d\d-\d\d\t)", _read(error_file)):
+        if "Dead call" in event:
+            continue  # a late response to a call that ended; see StepResult
         status = _STATUS_IN_ERROR.search(event)
         if status:
             reasons[f"unexpected {status.group(1)}"] += 1

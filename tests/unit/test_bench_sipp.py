@@ -11,7 +11,7 @@ from bench.sipp import (
     percentile,
     rate_arguments,
     setup_latencies_ms,
-    successful_calls,
+    stat_counter,
 )
 
 # Lines of a `-trace_shortmsg` file: date, time, epoch seconds, S(ent) or
@@ -53,6 +53,8 @@ ERROR_FILE = (
     "2026-12-04\t17:59:54.100000\t1796407194.100000: Aborting call on unexpected "
     "message for Call-Id '182-1@h': while expecting '404' (index 3), received "
     "'SIP/2.0 503 Service Unavailable\n\n'"
+    "2026-12-04\t17:59:54.200000\t1796407194.200000: Dead call 183-1@h "
+    "(successful), received 'SIP/2.0 404 Not Found\n\n'"
 )
 
 
@@ -78,19 +80,20 @@ def test_failure_reasons_empty_without_file(tmp_path: Path) -> None:
     assert failure_reasons(tmp_path / "missing.log") == {}
 
 
-def test_successful_calls_from_last_stat_line(tmp_path: Path) -> None:
+def test_stat_counter_from_last_stat_line(tmp_path: Path) -> None:
     stat = tmp_path / "stat.csv"
     stat.write_text(
-        "StartTime;TotalCallCreated;SuccessfulCall(P);SuccessfulCall(C);\n"
-        "t0;10;10;10;\n"
-        "t1;300;5;298;\n"
+        "StartTime;SuccessfulCall(P);SuccessfulCall(C);DeadCallMsgs(C);\n"
+        "t0;10;10;0;\n"
+        "t1;5;298;7;\n"
     )
 
-    assert successful_calls(stat) == 298
+    assert stat_counter(stat, "SuccessfulCall(C)") == 298
+    assert stat_counter(stat, "DeadCallMsgs(C)") == 7
 
 
-def test_successful_calls_none_before_sipp_wrote_any(tmp_path: Path) -> None:
-    assert successful_calls(tmp_path / "stat.csv") is None
+def test_stat_counter_none_before_sipp_wrote_any(tmp_path: Path) -> None:
+    assert stat_counter(tmp_path / "stat.csv", "SuccessfulCall(C)") is None
 
 
 @pytest.mark.parametrize(
