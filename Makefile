@@ -2,6 +2,7 @@
 #   make run    create .venv, install the router, run it on the example config
 #   make test   install SIPp, espeak-ng, promtool and the test extras, run every test
 #   make demo   place one real call per route of the example config
+#   make bench  install SIPp and Kamailio, run the benchmark (about 13 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,7 +11,7 @@ CONFIG ?= config/router.example.yaml
 # apt-get needs root; run it through sudo for other users.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test demo tools clean
+.PHONY: run test demo bench tools kamailio clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/cozmox-router run -c $(CONFIG)
@@ -20,6 +21,10 @@ test: tools $(VENV)/.installed-test $(BIN)/promtool
 
 demo: tools $(VENV)/.installed-run
 	$(BIN)/python scripts/demo.py
+
+# Writes bench/results/<date>.md; bench/README.md describes the method.
+bench: tools kamailio $(VENV)/.installed-run
+	$(BIN)/python -m bench
 
 # SIPp 3.6.1 is Debian's sip-tester package; espeak-ng speaks the prompts
 # of `say` actions, error replies and transfer messages. Only the missing
@@ -47,6 +52,15 @@ $(BIN)/promtool: | $(BIN)/python
 		cp root/usr/bin/promtool $(abspath $@) && \
 		cd $(CURDIR) && rm -rf $$tmp; \
 	fi
+
+# Kamailio 5.6 is Debian's kamailio package. The benchmark starts its own
+# Kamailio on 127.0.0.1, so the unit is masked first: the package would
+# otherwise start a system-wide Kamailio on every interface at install.
+kamailio:
+	@command -v kamailio >/dev/null || { \
+		$(SUDO) systemctl mask kamailio.service 2>/dev/null; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y kamailio; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
