@@ -3,7 +3,7 @@
 CPU time is utime + stime from /proc/<pid>/stat, in clock ticks (10 ms
 with the usual USER_HZ of 100), summed over a process and its live
 descendants so that Kamailio's worker processes count too. Memory is
-VmRSS or VmHWM of one process, or PSS summed over a tree, because PSS counts
+VmRSS of one process, or PSS summed over a tree, because PSS counts
 the pages that Kamailio's processes share only once.
 """
 
@@ -131,11 +131,6 @@ def _status_kib(pid: int, key: str) -> int:
 def rss_bytes(pid: int) -> int:
     """Return the resident set size (VmRSS) of one process."""
     return _status_kib(pid, "VmRSS") * 1024
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """Return the peak resident set size (VmHWM) of one process."""
-    return _status_kib(pid, "VmHWM") * 1024
 
 
 def tree_pss_bytes(root: int) -> int:

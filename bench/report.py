@@ -340,8 +340,9 @@ def _results_table(results: Results) -> str:
     notes = (
         "CPU is utime + stime of the system's processes over the step, "
         "less its idle CPU over the same time; `gross` in the JSON keeps it. "
-        "Peak memory is VmHWM (RSS) for the router and the bare responder, and "
-        "the summed PSS of all processes for Kamailio."
+        "Peak memory is the largest RSS sampled during the clean steps for the "
+        "router and the bare responder, and the summed PSS of all processes "
+        "for Kamailio."
     )
     return "## Results\n\n" + "\n".join(rows) + "\n\n" + notes
 

@@ -66,6 +66,8 @@ class StepResult:
     late_responses: int = 0
     """Responses that arrived after their call had ended: retransmissions
     from a system that saw the ACK late. They fail no call."""
+    peak_memory_bytes: int = 0
+    """The system's largest memory sampled during the step."""
     latencies_ms: list[float] = field(default_factory=list)
 
     @property
@@ -100,6 +102,7 @@ class StepResult:
             "crashed": self.crashed,
             "failureReasons": self.failure_reasons,
             "lateResponses": self.late_responses,
+            "peakMemoryMb": round(self.peak_memory_bytes / 1024 / 1024, 1),
             "wallSeconds": round(self.wall_seconds, 2),
             "systemCpuSeconds": round(self.system_cpu_seconds, 3),
             "sippCpuSeconds": round(self.sipp_cpu_seconds, 3),

@@ -24,7 +24,7 @@ from typing import Any
 from bench.procs import (
     LOOPBACK,
     free_port,
-    peak_rss_bytes,
+    rss_bytes,
     stop_process,
     tree_cpu_seconds,
     tree_pss_bytes,
@@ -72,6 +72,7 @@ class System:
         self.port = 0
         self.starts = 0
         self._peak_memory = 0
+        self._step_peak_memory = 0
         self._sampler: threading.Thread | None = None
         self._sampling = threading.Event()
 
@@ -138,11 +139,21 @@ class System:
 
     def memory_bytes(self) -> int:
         """Return the current memory of the kind `peak_memory_bytes` reports."""
-        return peak_rss_bytes(self.pid) if self.alive() else 0
+        return rss_bytes(self.pid) if self.alive() else 0
 
     @property
     def peak_memory_bytes(self) -> int:
+        """Return the largest memory sampled since the first start."""
         return self._peak_memory
+
+    def begin_step(self) -> None:
+        """Start sampling the peak memory of one load step."""
+        self._step_peak_memory = self.memory_bytes()
+
+    def end_step(self) -> int:
+        """Return the largest memory sampled since `begin_step()`."""
+        self._sample_once()
+        return self._step_peak_memory
 
     def log_tail(self, characters: int = 3000) -> str:
         """Return the end of what the process wrote to stdout and stderr."""
@@ -174,10 +185,16 @@ class System:
         # A crashed process leaves no /proc entry to read its peak from,
         # so the peak is sampled while it runs.
         while True:
-            if self.alive():
-                self._peak_memory = max(self._peak_memory, self.memory_bytes())
+            self._sample_once()
             if self._sampling.wait(0.5):
                 return
+
+    def _sample_once(self) -> None:
+        if not self.alive():
+            return
+        memory = self.memory_bytes()
+        self._peak_memory = max(self._peak_memory, memory)
+        self._step_peak_memory = max(self._step_peak_memory, memory)
 
 
 class RouterSystem(System):
