@@ -489,3 +489,24 @@ def test_busy_call_slots_get_503_from_router(
     finally:
         for call in answered_calls:
             call.stop()
+
+
+# ----- the caller hangs up ------------------------------------------------------
+
+
+def test_cancel_during_assistant_request(
+    router: Daemon, webhooks: WebhookServer, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    # The server answers long after the caller's CANCEL, one second in.
+    webhooks.reply("/webhook", {"assistantId": "asst-late"}, delay_seconds=4.0)
+
+    result = place_call(router, "uac-cancel-expect-487.xml", "+14155550101", tmp_path)
+
+    assert result.final_status == 487
+    ended = ended_call(router)
+    assert ended["ended_reason"] == (
+        "call.ringing.sip-inbound-caller-hungup-before-call-connect"
+    )
+    assert ended["outcome"] == "failed"
+    time.sleep(4.0)
+    assert runtime.invites() == []
