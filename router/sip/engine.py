@@ -20,21 +20,40 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import os
 import queue
-import re
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pjsua2 as pj
 import structlog
 
-from router.errors import ConcurrencyLimitReached, FinalResponse, final_response
+from router.errors import ConcurrencyLimitReached, final_response
 from router.sip.accounts import TrunkAccounts
+from router.sip.callbacks import (
+    RouterAccount,
+    RouterCall,
+    RouterEndpoint,
+    StackLogWriter,
+    TrunkAccount,
+    active_audio,
+    call_op,
+    describe_error,
+    stdout_silenced,
+)
+from router.sip.legs import (
+    CallGone,
+    DialFailed,
+    EngineSettings,
+    InviteVerdict,
+    Leg,
+    LegEnded,
+    ListenAddress,
+    NoCallSlot,
+    PlaybackFailed,
+    SipStartError,
+    TransferStatus,
+)
 from router.sip.limits import SipLimits
 from router.sip.messages import (
     CallKey,
@@ -54,211 +73,9 @@ from router.sip.sockets import SocketBudget
 log = structlog.get_logger(__name__)
 
 _EVENT_WAIT_MS = 2
-_LINE_BREAK = re.compile(r"[\r\n\x00]")
 # Audio left in the conference bridge and the RTP stream when the WAV file
 # ends (a few 20 ms frames), so the hang-up does not cut the last word.
 _PLAYBACK_TAIL_SECONDS = 0.3
-
-
-class CallGone(Exception):
-    """The call ended before the operation reached it."""
-
-
-class SipStartError(Exception):
-    """The SIP stack could not start, for example a port already in use."""
-
-
-class NoCallSlot(Exception):
-    """No call slot is free for a new outbound leg."""
-
-
-class PlaybackFailed(Exception):
-    """A WAV file could not be played to the call (no audio, bad file)."""
-
-
-class DialFailed(Exception):
-    """An outbound leg failed at once, before pjsua2 sent anything."""
-
-    def __init__(self, status_code: int, reason: str) -> None:
-        super().__init__(f"{status_code} {reason}")
-        self.status_code = status_code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class ListenAddress:
-    """One SIP transport to bind."""
-
-    transport: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """Engine settings, taken from the router settings."""
-
-    listen: tuple[ListenAddress, ...]
-    public_host: str | None
-    rtp_port_start: int
-    rtp_port_count: int
-    requested_max_calls: int
-    user_agent: str = "cozmox-router"
-
-
-@dataclass(frozen=True)
-class InviteVerdict:
-    """What the call path decided from an INVITE before pjsua took it."""
-
-    media: bool
-    final: FinalResponse | None = None
-
-
-@dataclass(frozen=True)
-class LegEnded:
-    """The end of a call leg: final status and who hung up first."""
-
-    status_code: int
-    reason: str
-    hung_up_locally: bool
-    was_answered: bool
-    by_shutdown: bool = False
-
-
-@dataclass(frozen=True)
-class TransferStatus:
-    """A NOTIFY sipfrag status (or the REFER's own answer) of a transfer."""
-
-    status_code: int
-    reason: str
-    final: bool
-
-
-@dataclass
-class _Leg:
-    """A call in the owner thread's table. Only that thread touches it."""
-
-    call: pj.Call
-    key: CallKey
-    inbound: bool
-    peer: CallKey | None = None
-    answered: bool = False
-    hanging_up: bool = False
-    media: bool = False
-    player: pj.AudioMediaPlayer | None = None
-    account: pj.Account | None = None
-    """The account that pjsua put an inbound call on."""
-
-
-def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """Log and swallow an exception raised in a pjsua2 callback.
-
-    An exception escaping a SWIG director method becomes a C++ exception
-    that nothing catches, which aborts the process.
-    """
-
-    def guarded(*args: Any) -> None:
-        try:
-            callback(*args)
-        except BaseException:  # noqa: BLE001 - see the docstring
-            log.exception("sip.callback_failed", callback=callback.__name__)
-
-    guarded.__name__ = callback.__name__
-    return guarded
-
-
-class _LogWriter(pj.LogWriter):
-    """Sends pjsip's own log lines to structlog, cut short and rate-limited.
-
-    pjsip logs whole packets with its errors, caller numbers and all, and
-    any source can make it log one per packet; so only the first line is
-    kept, and at most `LINES_PER_WINDOW` lines per window go out.
-    """
-
-    LINES_PER_WINDOW = 20
-    WINDOW_SECONDS = 10.0
-    MAX_CHARACTERS = 160
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._window_start = 0.0
-        self._lines = 0
-        self._suppressed = 0
-
-    def write(self, entry: pj.LogEntry) -> None:
-        # Nothing may escape into C++: see _guarded().
-        with contextlib.suppress(BaseException):
-            now = time.monotonic()
-            if now - self._window_start >= self.WINDOW_SECONDS:
-                if self._suppressed:
-                    log.warning("sip.stack_log_suppressed", lines=self._suppressed)
-                self._window_start, self._lines, self._suppressed = now, 0, 0
-            self._lines += 1
-            if self._lines > self.LINES_PER_WINDOW:
-                self._suppressed += 1
-                return
-            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
-            log.warning("sip.stack_log", stack_level=entry.level, text=text)
-
-
-class _RouterCall(pj.Call):
-    def __init__(self, engine: SipEngine, account: pj.Account, call_id: int):
-        super().__init__(account, call_id)
-        self._engine = engine
-
-    @_guarded
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
-        self._engine._on_call_state(self)
-
-    @_guarded
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
-        self._engine._on_media_state(self)
-
-    @_guarded
-    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
-        self._engine._on_transfer_status(self, prm)
-
-
-class _RouterAccount(pj.Account):
-    def __init__(self, engine: SipEngine):
-        super().__init__()
-        self._engine = engine
-
-    @_guarded
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
-        self._engine._on_incoming_call(self, prm)
-
-    @_guarded
-    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:  # noqa: N802
-        # pjsua accepts presence subscriptions by default and then sends
-        # NOTIFYs to any Contact, which a spoofed source could aim anywhere.
-        prm.code = 403
-
-
-class _TrunkAccount(_RouterAccount):
-    """A registering trunk's account; calls that land on it go the same way."""
-
-    def __init__(self, engine: SipEngine, trunk_id: str):
-        super().__init__(engine)
-        self.trunk_id = trunk_id
-
-    @_guarded
-    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
-        self._engine._trunk_accounts.on_reg_state(self.trunk_id, prm)
-
-
-class _Endpoint(pj.Endpoint):
-    def __init__(self, engine: SipEngine):
-        super().__init__()
-        self._engine = engine
-
-    @_guarded
-    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802
-        self._engine._on_rejected_by_pjsua(prm.statusCode)
-
-    @_guarded
-    def onSelectAccount(self, prm: pj.OnSelectAccountParam) -> None:  # noqa: N802
-        self._engine._on_select_account(prm)
 
 
 class SipEngine:
@@ -278,14 +95,14 @@ class SipEngine:
         # the lock so that no operation is queued after the last one ran.
         self._closed = False
         self._ops_lock = threading.Lock()
-        self._calls: dict[int, _Leg] = {}
+        self._calls: dict[int, Leg] = {}
         self._serials = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._running = False
-        self._endpoint: _Endpoint | None = None
-        self._account: _RouterAccount | None = None
+        self._endpoint: RouterEndpoint | None = None
+        self._account: RouterAccount | None = None
         self.bound: list[ListenAddress] = []
         # Loop side: awaitables per call key, resolved by posted events.
         self._ended: dict[CallKey, asyncio.Future[LegEnded]] = {}
@@ -300,13 +117,13 @@ class SipEngine:
         )
         self._verdict: tuple[str, InviteVerdict] | None = None
         self.sockets = SocketBudget(limits.max_sockets)
-        self._quiet_account: _RouterAccount | None = None
+        self._quiet_account: RouterAccount | None = None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
         self.on_registration: Callable[[RegistrationReport], None] = lambda report: None
         self._trunk_accounts = TrunkAccounts(
             limits.max_accounts,
-            lambda trunk_id: _TrunkAccount(self, trunk_id),
+            lambda trunk_id: TrunkAccount(self, trunk_id),
             self._configure_media,
             self._calls_on,
             lambda report: self._post(self._deliver_registration, report),
@@ -346,7 +163,7 @@ class SipEngine:
         except (pj.Error, SipStartError) as error:
             # The library and every pjsua2 object must die on this thread:
             # destroyed anywhere else, they abort the process.
-            self._start_error = SipStartError(_describe(error))
+            self._start_error = SipStartError(describe_error(error))
             self._destroy_library()
             self._started.set()
             return
@@ -366,18 +183,18 @@ class SipEngine:
             self._run_queued_operations()
 
     def _create_library(self) -> None:
-        endpoint = _Endpoint(self)
+        endpoint = RouterEndpoint(self)
         self._endpoint = endpoint
         # pjlib prints a few lines to stdout in libCreate(), before any log
-        # setting applies; libInit() then routes its log to _LogWriter.
-        with _stdout_silenced():
+        # setting applies; libInit() then routes its log to StackLogWriter.
+        with stdout_silenced():
             endpoint.libCreate()
         config = pj.EpConfig()
         config.uaConfig.threadCnt = 0
         config.uaConfig.mainThreadOnly = False
         config.uaConfig.maxCalls = self.settings.requested_max_calls
         config.uaConfig.userAgent = self.settings.user_agent
-        self._log_writer = _LogWriter()
+        self._log_writer = StackLogWriter()
         config.logConfig.writer = self._log_writer
         config.logConfig.level = 1
         config.logConfig.consoleLevel = 1
@@ -423,7 +240,7 @@ class SipEngine:
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
 
-    def _create_account(self, loop_media: bool) -> _RouterAccount:
+    def _create_account(self, loop_media: bool) -> RouterAccount:
         """Create the router's local account, with or without RTP sockets.
 
         Calls that are rejected or redirected never carry audio, so they
@@ -437,7 +254,7 @@ class SipEngine:
         config.idUri = f"sip:router@{host}:{first.port}"
         config.mediaConfig.useLoopMedTp = loop_media
         self._configure_media(config)
-        account = _RouterAccount(self)
+        account = RouterAccount(self)
         account.create(config, not loop_media)
         return account
 
@@ -643,7 +460,7 @@ class SipEngine:
 
     # ----- owner thread: operations -----------------------------------------
 
-    def _leg(self, key: CallKey) -> _Leg:
+    def _leg(self, key: CallKey) -> Leg:
         leg = self._calls.get(key.slot)
         if leg is None or leg.key != key or leg.hanging_up:
             raise CallGone(f"call {key.slot}/{key.serial} has ended")
@@ -653,7 +470,7 @@ class SipEngine:
         self, key: CallKey, status: int, reason: str | None, headers: list
     ) -> None:
         leg = self._leg(key)
-        leg.call.answer(_call_op(status, reason, headers))
+        leg.call.answer(call_op(status, reason, headers))
 
     def _hangup_op(
         self, key: CallKey, status: int, reason: str | None, headers: list
@@ -661,7 +478,7 @@ class SipEngine:
         leg = self._leg(key)
         leg.hanging_up = True
         try:
-            leg.call.hangup(_call_op(status, reason, headers))
+            leg.call.hangup(call_op(status, reason, headers))
         except pj.Error:
             leg.hanging_up = False
             raise
@@ -688,7 +505,7 @@ class SipEngine:
 
     def _refer_op(self, key: CallKey, target: str, headers: list) -> None:
         leg = self._leg(key)
-        leg.call.xfer(target, _call_op(0, None, headers))
+        leg.call.xfer(target, call_op(0, None, headers))
 
     def _dial_op(
         self, target: str, headers: list, peer: CallKey | None, reserved: bool
@@ -703,8 +520,8 @@ class SipEngine:
             raise NoCallSlot("no call slot is free for an outbound leg")
         if not self.sockets.can_open(1):
             raise NoCallSlot("no socket is free for an outbound leg's media")
-        call = _RouterCall(self, self._account, pj.PJSUA_INVALID_ID)
-        parameters = _call_op(0, None, headers)
+        call = RouterCall(self, self._account, pj.PJSUA_INVALID_ID)
+        parameters = call_op(0, None, headers)
         parameters.opt.audioCount = 1
         parameters.opt.videoCount = 0
         self._dialing, self._dial_failure = call, None
@@ -718,7 +535,7 @@ class SipEngine:
             status, reason = self._dial_failure
             raise DialFailed(status, reason)
         key = CallKey(call.getId(), next(self._serials))
-        self._calls[key.slot] = _Leg(call, key, inbound=False, peer=peer, media=True)
+        self._calls[key.slot] = Leg(call, key, inbound=False, peer=peer, media=True)
         self.sockets.opened()
         if peer is not None and peer.slot in self._calls:
             self._calls[peer.slot].peer = key
@@ -731,13 +548,13 @@ class SipEngine:
         self, account: pj.Account, prm: pj.OnIncomingCallParam
     ) -> None:
         # pjsua answers 500 unless a Call object exists when this returns.
-        call = _RouterCall(self, account, prm.callId)
+        call = RouterCall(self, account, prm.callId)
         key = CallKey(prm.callId, next(self._serials))
         media = account is self._account
         verdict = self._take_verdict(prm.rdata.wholeMsg)
         # Only a trunk's own account needs to know of its calls.
         own = account is self._account or account is self._quiet_account
-        self._calls[key.slot] = _Leg(
+        self._calls[key.slot] = Leg(
             call, key, inbound=True, media=media, account=None if own else account
         )
         self.slots_used = len(self._calls)
@@ -798,7 +615,7 @@ class SipEngine:
         with contextlib.suppress(CallGone, pj.Error):
             self._hangup_op(key, status, None, headers or [])
 
-    def _on_call_state(self, call: _RouterCall) -> None:
+    def _on_call_state(self, call: RouterCall) -> None:
         slot = call.getId()
         leg = self._calls.get(slot)
         info = call.getInfo()
@@ -814,7 +631,7 @@ class SipEngine:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._end_leg(leg, info)
 
-    def _end_leg(self, leg: _Leg, info: pj.CallInfo) -> None:
+    def _end_leg(self, leg: Leg, info: pj.CallInfo) -> None:
         leg.player = None
         del self._calls[leg.key.slot]
         self.slots_used = len(self._calls)
@@ -841,26 +658,26 @@ class SipEngine:
         if peer is not None and peer.key == leg.peer and not peer.hanging_up:
             peer.hanging_up = True
             try:
-                peer.call.hangup(_call_op(0, None, []))
+                peer.call.hangup(call_op(0, None, []))
             except pj.Error as error:
                 log.warning("sip.peer_hangup_failed", error=error.info())
 
-    def _on_media_state(self, call: _RouterCall) -> None:
+    def _on_media_state(self, call: RouterCall) -> None:
         leg = self._calls.get(call.getId())
         if leg is None or leg.peer is None:
             return
         peer = self._calls.get(leg.peer.slot)
         if peer is None or peer.key != leg.peer:
             return
-        ours = _active_audio(call)
-        theirs = _active_audio(peer.call)
+        ours = active_audio(call)
+        theirs = active_audio(peer.call)
         if ours is None or theirs is None:
             return  # the other leg's media is not up yet: its callback connects
         ours.startTransmit(theirs)
         theirs.startTransmit(ours)
 
     def _on_transfer_status(
-        self, call: _RouterCall, prm: pj.OnCallTransferStatusParam
+        self, call: RouterCall, prm: pj.OnCallTransferStatusParam
     ) -> None:
         leg = self._calls.get(call.getId())
         if leg is None:
@@ -895,36 +712,6 @@ class SipEngine:
             statuses.put_nowait(status)
 
 
-def _active_audio(call: pj.Call) -> pj.AudioMedia | None:
-    """Return the call's active audio media, or None while it has none."""
-    for index, media in enumerate(call.getInfo().media):
-        if (
-            media.type == pj.PJMEDIA_TYPE_AUDIO
-            and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE
-        ):
-            return call.getAudioMedia(index)
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, pj.Error):
-        return f"{error.title}: {error.reason}"
-    return str(error)
-
-
-@contextlib.contextmanager
-def _stdout_silenced() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
     request = parse_request(raw)
     host, port = split_host_port(source)
@@ -943,27 +730,6 @@ def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
         body_bytes=len(request.body),
         message_bytes=request.size_bytes,
     )
-
-
-def _call_op(
-    status: int, reason: str | None, headers: list[tuple[str, str]]
-) -> pj.CallOpParam:
-    parameters = pj.CallOpParam(True)
-    if status:
-        parameters.statusCode = status
-    if reason:
-        parameters.reason = reason
-    vector = pj.SipHeaderVector()
-    for name, value in headers:
-        # pjsua copies header text as it is: a line break would add headers.
-        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
-            raise ValueError(f"SIP header {name!r} contains a line break")
-        header = pj.SipHeader()
-        header.hName = name
-        header.hValue = value
-        vector.append(header)
-    parameters.txOption.headers = vector
-    return parameters
 
 
 async def _first_of(answered: asyncio.Future, ended: asyncio.Future) -> None:

@@ -140,9 +140,11 @@ def test_logs_hold_no_secret(
     assert str(NUMERIC_API_KEY) not in log_text
     rejected = router.wait_for_event("config.reload_rejected")
     assert "X-Api-Key" in rejected["errors"][0]
-    received = router.events("call.received")
-    assert len(received) == 3
-    assert {event["caller"] for event in received} == {"+*******9876"}
+    # The caller is logged once the trunk is known, masked.
+    matched = router.events("call.trunk_matched")
+    assert len(matched) == 3
+    assert {event["caller"] for event in matched} == {"+*******9876"}
+    assert all("caller" not in event for event in router.events("call.received"))
 
 
 def test_unmasked_caller_when_masking_off(
@@ -153,8 +155,8 @@ def test_unmasked_caller_when_masking_off(
 
     call(router, "uac-expect-403.xml", "+14155550103", tmp_path)
 
-    received = router.wait_for_event("call.received")
-    assert received["caller"] == CALLER_NUMBER
+    matched = router.wait_for_event("call.trunk_matched")
+    assert matched["caller"] == CALLER_NUMBER
 
 
 def test_log_events_of_a_call_carry_its_ids(

@@ -1,0 +1,187 @@
+"""The pjsua2 subclasses whose callbacks reach the engine, and helpers.
+
+Every callback is wrapped by `guarded_callback`, runs on the pjsua2 owner thread
+and only hands over to `SipEngine`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pjsua2 as pj
+import structlog
+
+if TYPE_CHECKING:
+    from router.sip.engine import SipEngine
+
+log = structlog.get_logger("router.sip.engine")
+
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+
+
+def guarded_callback(callback: Callable[..., None]) -> Callable[..., None]:
+    """Log and swallow an exception raised in a pjsua2 callback.
+
+    An exception escaping a SWIG director method becomes a C++ exception
+    that nothing catches, which aborts the process.
+    """
+
+    def guarded(*args: Any) -> None:
+        try:
+            callback(*args)
+        except BaseException:  # noqa: BLE001 - see the docstring
+            log.exception("sip.callback_failed", callback=callback.__name__)
+
+    guarded.__name__ = callback.__name__
+    return guarded
+
+
+class StackLogWriter(pj.LogWriter):
+    """Sends pjsip's own log lines to structlog, cut short and rate-limited.
+
+    pjsip logs whole packets with its errors, caller numbers and all, and
+    any source can make it log one per packet; so only the first line is
+    kept, and at most `LINES_PER_WINDOW` lines per window go out.
+    """
+
+    LINES_PER_WINDOW = 20
+    WINDOW_SECONDS = 10.0
+    MAX_CHARACTERS = 160
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._window_start = 0.0
+        self._lines = 0
+        self._suppressed = 0
+
+    def write(self, entry: pj.LogEntry) -> None:
+        # Nothing may escape into C++: see guarded_callback().
+        with contextlib.suppress(BaseException):
+            now = time.monotonic()
+            if now - self._window_start >= self.WINDOW_SECONDS:
+                if self._suppressed:
+                    log.warning("sip.stack_log_suppressed", lines=self._suppressed)
+                self._window_start, self._lines, self._suppressed = now, 0, 0
+            self._lines += 1
+            if self._lines > self.LINES_PER_WINDOW:
+                self._suppressed += 1
+                return
+            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
+            log.warning("sip.stack_log", stack_level=entry.level, text=text)
+
+
+class RouterCall(pj.Call):
+    def __init__(self, engine: SipEngine, account: pj.Account, call_id: int):
+        super().__init__(account, call_id)
+        self._engine = engine
+
+    @guarded_callback
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        self._engine._on_call_state(self)
+
+    @guarded_callback
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+        self._engine._on_media_state(self)
+
+    @guarded_callback
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        self._engine._on_transfer_status(self, prm)
+
+
+class RouterAccount(pj.Account):
+    def __init__(self, engine: SipEngine):
+        super().__init__()
+        self._engine = engine
+
+    @guarded_callback
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        self._engine._on_incoming_call(self, prm)
+
+    @guarded_callback
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:  # noqa: N802
+        # pjsua accepts presence subscriptions by default and then sends
+        # NOTIFYs to any Contact, which a spoofed source could aim anywhere.
+        prm.code = 403
+
+
+class TrunkAccount(RouterAccount):
+    """A registering trunk's account; calls that land on it go the same way."""
+
+    def __init__(self, engine: SipEngine, trunk_id: str):
+        super().__init__(engine)
+        self.trunk_id = trunk_id
+
+    @guarded_callback
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        self._engine._trunk_accounts.on_reg_state(self.trunk_id, prm)
+
+
+class RouterEndpoint(pj.Endpoint):
+    def __init__(self, engine: SipEngine):
+        super().__init__()
+        self._engine = engine
+
+    @guarded_callback
+    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802
+        self._engine._on_rejected_by_pjsua(prm.statusCode)
+
+    @guarded_callback
+    def onSelectAccount(self, prm: pj.OnSelectAccountParam) -> None:  # noqa: N802
+        self._engine._on_select_account(prm)
+
+
+def active_audio(call: pj.Call) -> pj.AudioMedia | None:
+    """Return the call's active audio media, or None while it has none."""
+    for index, media in enumerate(call.getInfo().media):
+        if (
+            media.type == pj.PJMEDIA_TYPE_AUDIO
+            and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+        ):
+            return call.getAudioMedia(index)
+    return None
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, pj.Error):
+        return f"{error.title}: {error.reason}"
+    return str(error)
+
+
+@contextlib.contextmanager
+def stdout_silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def call_op(
+    status: int, reason: str | None, headers: list[tuple[str, str]]
+) -> pj.CallOpParam:
+    parameters = pj.CallOpParam(True)
+    if status:
+        parameters.statusCode = status
+    if reason:
+        parameters.reason = reason
+    vector = pj.SipHeaderVector()
+    for name, value in headers:
+        # pjsua copies header text as it is: a line break would add headers.
+        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
+            raise ValueError(f"SIP header {name!r} contains a line break")
+        header = pj.SipHeader()
+        header.hName = name
+        header.hValue = value
+        vector.append(header)
+    parameters.txOption.headers = vector
+    return parameters
