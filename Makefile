@@ -2,7 +2,7 @@
 #   make run    create .venv, install the router, run it on the example config
 #   make test   install SIPp, espeak-ng, promtool and the test extras, run every test
 #   make demo   place one real call per route of the example config
-#   make bench  install SIPp and Kamailio, run the benchmark (about 13 min)
+#   make bench  install SIPp and Kamailio, run the benchmark (about 15 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

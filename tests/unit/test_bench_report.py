@@ -122,7 +122,12 @@ def test_cpu_per_call_subtracts_idle_cpu() -> None:
 
     cpu = cpu_per_call(router, 50)
 
-    assert cpu == {"rate": 50, "grossMs": 1.0, "netMs": pytest.approx(0.8)}
+    assert cpu == {
+        "rate": 50,
+        "grossMs": 1.0,
+        "netMs": pytest.approx(0.8),
+        "peakMemoryMb": None,
+    }
 
 
 def test_cpu_per_call_none_when_unclean() -> None:
