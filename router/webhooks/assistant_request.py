@@ -107,8 +107,8 @@ def _custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-class _AttemptFailed(Exception):
-    """One POST that produced no usable body."""
+class AttemptFailed(Exception):
+    """One webhook POST that produced no usable answer, with its metric result."""
 
     def __init__(
         self,
@@ -194,7 +194,7 @@ class AssistantRequestClient:
             raise AssistantRequestFailed(
                 ended_reasons.ASSISTANT_REQUEST_FAILED, detail
             ) from None
-        except _AttemptFailed as failure:
+        except AttemptFailed as failure:
             result = failure.result
             log.warning(
                 "assistant_request.failed", result=result, detail=failure.detail
@@ -233,7 +233,7 @@ class AssistantRequestClient:
         while True:
             try:
                 return await self._post_once(server, config, body)
-            except _AttemptFailed as failure:
+            except AttemptFailed as failure:
                 delay = retry_delay_seconds(server, retry, failure.status)
                 if not failure.retryable or delay is None:
                     raise
@@ -263,14 +263,14 @@ class AssistantRequestClient:
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 if not 200 <= response.status <= 299:
-                    raise _AttemptFailed(
+                    raise AttemptFailed(
                         "http-error",
                         f"server answered HTTP {response.status}",
                         status=response.status,
                     )
                 return await self._read_body(response)
         except aiohttp.ClientError as error:
-            raise _AttemptFailed("transport-error", _describe(error)) from error
+            raise AttemptFailed("transport-error", _describe(error)) from error
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self._max_response_bytes
@@ -315,9 +315,9 @@ def _reply_result(reply: Reply) -> str:
     return "ok"
 
 
-def _oversize(cap: int) -> _AttemptFailed:
+def _oversize(cap: int) -> AttemptFailed:
     # The server responded, so a retry would most likely get the same body.
-    return _AttemptFailed(
+    return AttemptFailed(
         "oversize", f"response body larger than {cap} bytes", retryable=False
     )
 

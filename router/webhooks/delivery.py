@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 
 from router.config import Config, Server, WebhookDeliverySettings
 from router.metrics import Metrics
-from router.webhooks.assistant_request import retry_delay_seconds
+from router.webhooks.assistant_request import AttemptFailed, retry_delay_seconds
 from router.webhooks.signing import auth_headers
 
 log = structlog.get_logger("router.webhooks")
@@ -48,23 +48,6 @@ class _Message:
     type: str
     body: bytes
     server: Server
-
-
-class _AttemptFailed(Exception):
-    """One request that the server did not accept."""
-
-    def __init__(
-        self,
-        result: str,
-        detail: str,
-        status: int | None = None,
-        retryable: bool = True,
-    ) -> None:
-        super().__init__(detail)
-        self.result = result
-        self.detail = detail
-        self.status = status
-        self.retryable = retryable
 
 
 class WebhookDelivery:
@@ -222,7 +205,7 @@ class WebhookDelivery:
         while True:
             try:
                 await self._post(message)
-            except _AttemptFailed as failure:
+            except AttemptFailed as failure:
                 delay = retry_delay_seconds(server, retry, failure.status)
                 if not failure.retryable or delay is None:
                     self._count(message, failure.result)
@@ -261,7 +244,7 @@ class WebhookDelivery:
                 auth_headers(server, self._config_provider(), message.body, "POST", url)
             )
         except LookupError as error:
-            raise _AttemptFailed("fault", str(error), retryable=False) from None
+            raise AttemptFailed("fault", str(error), retryable=False) from None
 
         timeout = aiohttp.ClientTimeout(total=server.timeout_seconds)
         try:
@@ -274,18 +257,18 @@ class WebhookDelivery:
                 allow_redirects=False,
             ) as response:
                 if not 200 <= response.status <= 299:
-                    raise _AttemptFailed(
+                    raise AttemptFailed(
                         "http-error",
                         f"server answered HTTP {response.status}",
                         status=response.status,
                     )
         except TimeoutError:
-            raise _AttemptFailed(
+            raise AttemptFailed(
                 "timeout", f"no response in {server.timeout_seconds:g} s"
             ) from None
         except aiohttp.ClientError as error:
             # Some aiohttp messages contain the URL, which may hold a token.
-            raise _AttemptFailed(
+            raise AttemptFailed(
                 "transport-error", f"transport error: {type(error).__name__}"
             ) from None
 
