@@ -18,11 +18,12 @@ from typing import Any
 import yarl
 
 from router.calls.handoff import destination_target
-from router.config import Config, EndingHook, PhoneNumber, RingingHook
+from router.calls.hooks import matching_ending_hook, matching_ringing_hook
+from router.config import Config, PhoneNumber
 from router.errors import CallFailed, CallRejected, NoRouteOrServer, final_response
 from router.routing import ended_reasons
 from router.routing.decision import Route, check_status, static_route, webhook_server
-from router.routing.numbers import dialled_user, number_key, uri_host
+from router.routing.numbers import dialled_user, normalize_number, number_key, uri_host
 from router.routing.replies import DestinationReply, ErrorReply, Reply
 from router.routing.table import RoutingTable
 from router.webhooks.assistant_request import AssistantRequestInput
@@ -154,22 +155,22 @@ class _DryRun:
     # ----- step 6: ringing hooks ------------------------------------------------------
 
     def _run_ringing_hook(self, number: PhoneNumber) -> bool:
-        caller = number_key(self.call.caller)
-        for index, hook in enumerate(number.hooks):
-            if isinstance(hook, RingingHook) and _prefixes_match(hook, caller):
-                action = hook.do[0]
-                self.decision.add(
-                    6, "hooks", f"call.ringing hook {index} matches", action=action.type
-                )
-                reason = (
-                    ended_reasons.RINGING_HOOK_EXECUTED_SAY
-                    if action.type == "say"
-                    else ended_reasons.RINGING_HOOK_EXECUTED_TRANSFER
-                )
-                self._run_action(number, action, reason)
-                return True
-        self.decision.add(6, "hooks", "no call.ringing hook matches")
-        return False
+        match = matching_ringing_hook(number, normalize_number(self.call.caller))
+        if match is None:
+            self.decision.add(6, "hooks", "no call.ringing hook matches")
+            return False
+        index, hook = match
+        action = hook.do[0]
+        self.decision.add(
+            6, "hooks", f"call.ringing hook {index} matches", action=action.type
+        )
+        reason = (
+            ended_reasons.RINGING_HOOK_EXECUTED_SAY
+            if action.type == "say"
+            else ended_reasons.RINGING_HOOK_EXECUTED_TRANSFER
+        )
+        self._run_action(number, action, reason)
+        return True
 
     # ----- steps 7 and 8: the route ---------------------------------------------------
 
@@ -231,16 +232,17 @@ class _DryRun:
             self.decision.add(9, "failure", f"if the request fails: {reason}")
         else:
             self.decision.add(9, "failure", reason)
-        for index, hook in enumerate(number.hooks):
-            if isinstance(hook, EndingHook) and _reason_matches(hook, reason):
-                self.decision.add(9, "hooks", f"call.ending hook {index} matches")
-                hook_reason = (
-                    ended_reasons.ENDING_HOOK_EXECUTED_SAY
-                    if hook.do.type == "say"
-                    else ended_reasons.ENDING_HOOK_EXECUTED_TRANSFER
-                )
-                self._run_action(number, hook.do, hook_reason)
-                return
+        match = matching_ending_hook(number, reason)
+        if match is not None:
+            index, hook = match
+            self.decision.add(9, "hooks", f"call.ending hook {index} matches")
+            hook_reason = (
+                ended_reasons.ENDING_HOOK_EXECUTED_SAY
+                if hook.do.type == "say"
+                else ended_reasons.ENDING_HOOK_EXECUTED_TRANSFER
+            )
+            self._run_action(number, hook.do, hook_reason)
+            return
         if number.fallback_destination is not None:
             self.decision.add(9, "fallback", "fallbackDestination")
             self._transfer(number, number.fallback_destination, reason)
@@ -301,17 +303,6 @@ class _Skipped(CallFailed):
     """The assistant-request was skipped, so its reply is unknown."""
 
     ended_reason = ended_reasons.ASSISTANT_REQUEST_FAILED
-
-
-def _prefixes_match(hook: RingingHook, caller: str) -> bool:
-    return all(
-        any(caller.startswith(prefix) for prefix in hook_filter.starts_with)
-        for hook_filter in hook.filters
-    )
-
-
-def _reason_matches(hook: EndingHook, reason: str) -> bool:
-    return all(reason in hook_filter.one_of for hook_filter in hook.filters)
 
 
 def _describe_reply(reply: Reply) -> str:

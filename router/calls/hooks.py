@@ -21,29 +21,45 @@ from router.config import (
 )
 
 
-def ringing_action(number: PhoneNumber, caller_number: str | None) -> Action | None:
-    """Return the first action of the first ringing hook that matches the caller.
+def matching_ringing_hook(
+    number: PhoneNumber, caller_number: str | None
+) -> tuple[int, RingingHook] | None:
+    """Return the index and the first ringing hook that matches the caller.
 
     `caller_number` is the user part of the From URI, normalised. A caller
     without a number (anonymous) matches only hooks without filters.
     """
     digits = (caller_number or "").removeprefix("+")
-    for hook in number.hooks:
+    for index, hook in enumerate(number.hooks):
         if not isinstance(hook, RingingHook):
             continue
         if all(_starts_with(rule, digits) for rule in hook.filters):
-            return hook.do[0]
+            return index, hook
     return None
+
+
+def matching_ending_hook(
+    number: PhoneNumber, ended_reason: str
+) -> tuple[int, EndingHook] | None:
+    """Return the index and the first ending hook that lists `ended_reason`."""
+    for index, hook in enumerate(number.hooks):
+        if not isinstance(hook, EndingHook):
+            continue
+        if all(_one_of(rule, ended_reason) for rule in hook.filters):
+            return index, hook
+    return None
+
+
+def ringing_action(number: PhoneNumber, caller_number: str | None) -> Action | None:
+    """Return the first action of the first ringing hook that matches the caller."""
+    match = matching_ringing_hook(number, caller_number)
+    return None if match is None else match[1].do[0]
 
 
 def ending_action(number: PhoneNumber, ended_reason: str) -> Action | None:
     """Return the action of the first ending hook that lists `ended_reason`."""
-    for hook in number.hooks:
-        if not isinstance(hook, EndingHook):
-            continue
-        if all(_one_of(rule, ended_reason) for rule in hook.filters):
-            return hook.do
-    return None
+    match = matching_ending_hook(number, ended_reason)
+    return None if match is None else match[1].do
 
 
 def _starts_with(rule: StartsWithFilter, digits: str) -> bool:

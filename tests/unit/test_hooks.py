@@ -2,7 +2,12 @@ from typing import Any
 
 import pytest
 
-from router.calls.hooks import ending_action, ringing_action
+from router.calls.hooks import (
+    ending_action,
+    matching_ending_hook,
+    matching_ringing_hook,
+    ringing_action,
+)
 from router.config import PhoneNumber, SayAction, TransferAction
 
 FALLBACK = {"type": "sip", "sipUri": "sip:fallback@127.0.0.1:5090"}
@@ -170,3 +175,30 @@ def test_ending_ignores_ringing_hooks() -> None:
     number = make_number(ringing(None, say("ringing")))
 
     assert ending_action(number, "assistant-request-failed") is None
+
+
+# ----- hook indexes, as the dry run reports them ---------------------------------
+
+
+def test_matching_hooks_return_config_index() -> None:
+    number = make_number(
+        ending(["assistant-request-failed"], say("first ending")),
+        ringing(["44"], say("uk")),
+        ringing(["1"], say("us")),
+        ending(None, say("any ending")),
+    )
+
+    ringing_match = matching_ringing_hook(number, "+14155559876")
+    ending_match = matching_ending_hook(number, "call.start.error-get-phone-number")
+
+    assert ringing_match is not None
+    assert ringing_match[0] == 2
+    assert ending_match is not None
+    assert ending_match[0] == 3
+
+
+def test_matching_hooks_return_none_without_match() -> None:
+    number = make_number(ringing(["44"], say("uk")), ending(["assistant-request-returned-error"], say("x")))
+
+    assert matching_ringing_hook(number, "+14155559876") is None
+    assert matching_ending_hook(number, "assistant-request-failed") is None
