@@ -155,6 +155,14 @@ class Metrics:
             buckets=CALL_DURATION_BUCKETS,
             registry=registry,
         )
+        self.transfers = Counter(
+            PREFIX + "transfers_total",
+            "Transfer attempts to a destination, by SIP verb (refer, dial, "
+            "redirect) and result (transferred, rejected, notify_failed, "
+            "timed_out, bridged, failed, redirected).",
+            ["verb", "result"],
+            registry=registry,
+        )
 
     def _create_webhook_metrics(self, registry: CollectorRegistry) -> None:
         self.assistant_request_seconds = Histogram(

@@ -4,8 +4,9 @@ Three SIP verbs move a call on, for the runtime (`router.runtime.mode`) and
 for transfer destinations (`transferPlan.sipVerb`) alike:
 - `bridge` / `dial`: a new INVITE to the target; the caller is answered when
   the target answers, media is relayed, and both legs end together;
-- `refer`: answer, then a blind transfer with REFER; a REFER that fails
-  falls back to `dial`;
+- `refer`: answer, then a blind transfer with REFER; a REFER that the
+  trunk rejects, fails in a NOTIFY or leaves unanswered falls back to
+  `dial`;
 - `redirect`: 302 with the target as Contact, before answering.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from router.calls.record import CallRecord, CallState
+from router.calls.refer import ReferResult, wait_for_refer_result
 from router.config import (
     Config,
     NumberDestination,
@@ -27,6 +29,7 @@ from router.config import (
     SipTrunkCredential,
 )
 from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
+from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route
 from router.sip.engine import CallGone, DialFailed, LegEnded, NoCallSlot, SipEngine
@@ -35,8 +38,6 @@ from router.sip.engine import CallGone, DialFailed, LegEnded, NoCallSlot, SipEng
 # caller has heard 180 Ringing, so the carrier's Timer C (3 minutes,
 # RFC 3261 section 16.6) is far away.
 ANSWER_TIMEOUT_SECONDS = 15.0
-# How long a REFER may take to reach a final NOTIFY.
-REFER_TIMEOUT_SECONDS = 10.0
 
 # endedReason of a call that left the router by REFER or 302 to the runtime:
 # from then on the runtime, not the router, sees how the call ends.
@@ -46,8 +47,9 @@ HANDED_OFF = "call.handoff.transferred-to-runtime"
 class Connector:
     """Moves a call to the runtime or a destination by one SIP verb."""
 
-    def __init__(self, engine: SipEngine) -> None:
+    def __init__(self, engine: SipEngine, metrics: Metrics) -> None:
         self._engine = engine
+        self._metrics = metrics
 
     async def hand_off(self, call: CallRecord, runtime: Any, route: Route) -> str:
         """Hand the call to the runtime; return the call's endedReason."""
@@ -57,7 +59,7 @@ class Connector:
             return HANDED_OFF
         if runtime.mode == "refer":
             refer_to = _uri_with_headers(runtime.uri, headers)
-            if await self._refer(call, refer_to, []):
+            if await self._refer(call, refer_to, []) is ReferResult.TRANSFERRED:
                 return HANDED_OFF
         ended = await self._bridge(call, runtime.uri, headers)
         if ended.by_shutdown:
@@ -77,13 +79,17 @@ class Connector:
         try:
             if verb == "redirect" and not call.answered:
                 await self._redirect(call, target)
+                self._count_transfer("redirect", "redirected")
                 return
-            if verb in ("refer", "redirect") and await self._refer(
-                call, f"<{target}>", headers
-            ):
-                return
-            await self._bridge(call, target, headers)
+            if verb in ("refer", "redirect"):
+                result = await self._refer(call, f"<{target}>", headers)
+                self._count_transfer("refer", result.value)
+                if result is ReferResult.TRANSFERRED:
+                    return
+            await self._bridge(call, target, headers, count_as_transfer=True)
         except (RuntimeRejected, RuntimeUnreachable) as error:
+            self._count_transfer("dial", "failed")
+            call.log.warning("call.transfer_dial_failed", detail=error.detail)
             failure = TransferFailed(f"transfer by {verb} failed: {error.detail}")
             failure.ended_reason = call.ended_reason or failure.ended_reason
             raise failure from error
@@ -95,35 +101,28 @@ class Connector:
 
     async def _refer(
         self, call: CallRecord, refer_to: str, headers: list[tuple[str, str]]
-    ) -> bool:
-        """Answer and REFER; return False when the REFER failed."""
+    ) -> ReferResult:
+        """Answer and REFER; hang up once the trunk reports the transfer done."""
         key = call.invite.key
         await self.answer(call)
         statuses = await self._engine.refer(key, refer_to, headers)
-        try:
-            async with asyncio.timeout(REFER_TIMEOUT_SECONDS):
-                while True:
-                    status = await statuses.get()
-                    if status.status_code >= 300:
-                        break
-                    if status.final:
-                        break
-        except TimeoutError:
-            call.log.warning("call.refer_timed_out")
-            return False
-        if not 200 <= status.status_code < 300:
-            call.log.warning("call.refer_failed", status=status.status_code)
-            return False
-        call.log.info("call.referred", status=status.status_code)
-        with contextlib.suppress(CallGone):
-            await self._engine.hangup(key)
-        return True
+        result = await wait_for_refer_result(call, statuses)
+        if result is ReferResult.TRANSFERRED:
+            with contextlib.suppress(CallGone):
+                await self._engine.hangup(key)
+        return result
 
     async def _bridge(
-        self, call: CallRecord, target: str, headers: list[tuple[str, str]]
+        self,
+        call: CallRecord,
+        target: str,
+        headers: list[tuple[str, str]],
+        count_as_transfer: bool = False,
     ) -> LegEnded:
         """Dial `target`, answer the caller when it answers, wait for the end."""
         leg = await self._dial(call, target, headers)
+        if count_as_transfer:
+            self._count_transfer("dial", "bridged")
         await self.answer(call)
         call.set_state(CallState.IN_PROGRESS)
         call.log.info("call.bridged", leg_slot=leg.slot)
@@ -158,6 +157,9 @@ class Connector:
             await self._hang_up_leg(leg)
             raise
         return leg
+
+    def _count_transfer(self, verb: str, result: str) -> None:
+        self._metrics.transfers.labels(verb=verb, result=result).inc()
 
     async def _hang_up_leg(self, leg: Any) -> None:
         with contextlib.suppress(CallGone):

@@ -96,7 +96,7 @@ class CallPath:
         self._routing = routing
         self._assistant_requests = assistant_requests
         self._metrics = metrics
-        self._connector = Connector(engine)
+        self._connector = Connector(engine, metrics)
         self._actions = CallActions(engine, self._connector, speech)
         self._reports = reports
         self._tasks: set[asyncio.Task] = set()

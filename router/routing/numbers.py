@@ -7,6 +7,8 @@ those to one form and returns None or an empty string for junk, never raises.
 
 import re
 
+import phonenumbers
+
 _PERCENT_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 # RFC 3966 visual separators plus the space that some carriers send.
@@ -14,19 +16,35 @@ _VISUAL_SEPARATORS = str.maketrans("", "", "-.() ")
 
 _URI_SCHEMES = ("sip:", "sips:", "tel:")
 
+_LOCAL_DIGITS = re.compile(r"[0-9]+")
+# RFC 3966 global-number-digits: `+`, then digits and visual separators
+# (with the space, as in `_VISUAL_SEPARATORS`).
+_GLOBAL_CONTEXT = re.compile(r"\+[0-9\-.() ]*[0-9][0-9\-.() ]*")
+
 
 def normalize_number(raw: str) -> str:
     """Reduce a dialled number to the form that numbers are compared in.
 
     Percent-escapes are decoded once, so `%2B` becomes `+` while a literal `+`
-    stays (a `+` in a SIP URI is never a space). Everything from the first `;`
-    is dropped, which removes user-part parameters such as `;npdi`, `;rn=...`
-    and `;phone-context=...`. Visual separators (`-`, `.`, `(`, `)`, space)
-    are removed. Case is kept, because the SIP user part is case-sensitive.
+    stays (a `+` in a SIP URI is never a space). User-part parameters, from
+    the first `;`, are dropped: `;npdi`, `;rn=...` and the rest. `rn` is the
+    routing number of a ported number, which names the switch that serves
+    it, so the dialled number before it is the one configured. Visual
+    separators (`-`, `.`, `(`, `)`, space) are removed. Case is kept, because
+    the SIP user part is case-sensitive.
+
+    A local number with a global `;phone-context=+...` becomes a global
+    number (RFC 3966 section 5.1.5), see `_with_global_context()`. A context
+    that is a domain name cannot be turned into digits, so the local number
+    comes back alone.
     """
     decoded = _PERCENT_ESCAPES.sub(_decode_escapes, raw)
-    number = decoded.split(";", 1)[0]
-    return number.translate(_VISUAL_SEPARATORS)
+    number, _, parameters = decoded.partition(";")
+    number = number.translate(_VISUAL_SEPARATORS)
+    context = _global_phone_context(parameters)
+    if context is None or not _LOCAL_DIGITS.fullmatch(number):
+        return number
+    return _with_global_context(number, context)
 
 
 def number_key(number: str) -> str:
@@ -77,6 +95,50 @@ def uri_host(uri: str) -> str | None:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _global_phone_context(parameters: str) -> str | None:
+    """Return the digits of a global `phone-context` parameter, or None."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "phone-context":
+            continue
+        value = value.strip()
+        if _GLOBAL_CONTEXT.fullmatch(value):
+            return value[1:].translate(_VISUAL_SEPARATORS)
+        return None
+    return None
+
+
+def _with_global_context(local: str, context: str) -> str:
+    """Prefix a local number with the digits of its global phone-context.
+
+    RFC 3966 puts the context's digits before the local number, so
+    `5550100;phone-context=+1415` is `+14155550100`. Some carriers send the
+    whole number with its country code as the local number and the country
+    code again as the context (`14155550100;phone-context=+1`). When the
+    prefixed number is not a plain possible E.164 number but the local
+    number starts with the context and is one on its own, that reading is
+    taken: `+14155550100`, not `+114155550100`.
+    """
+    combined = f"+{context}{local}"
+    if local.startswith(context) and not _is_possible_e164(combined):
+        repeated = f"+{local}"
+        if _is_possible_e164(repeated):
+            return repeated
+    return combined
+
+
+def _is_possible_e164(number: str) -> bool:
+    # phonenumbers drops a national prefix written after the country code
+    # (`+1 1 415...` parses as +1 415...), so a number that it had to
+    # rewrite is not taken as written.
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return False
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return formatted == number and phonenumbers.is_possible_number(parsed)
 
 
 def _decode_escapes(match: re.Match[str]) -> str:

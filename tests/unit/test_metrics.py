@@ -15,6 +15,7 @@ EXPECTED = {
     "cozmox_router_max_concurrent_calls": ("gauge", set()),
     "cozmox_router_call_setup_seconds": ("histogram", {"outcome"}),
     "cozmox_router_call_duration_seconds": ("histogram", set()),
+    "cozmox_router_transfers": ("counter", {"verb", "result"}),
     "cozmox_router_assistant_request_seconds": ("histogram", {"result"}),
     "cozmox_router_webhook_deliveries": ("counter", {"type", "result"}),
     "cozmox_router_webhook_queue_depth": ("gauge", set()),
@@ -80,6 +81,7 @@ def exercise(metrics: Metrics) -> None:
     metrics.active_calls.inc()
     metrics.call_setup_seconds.labels(outcome="assistant").observe(0.4)
     metrics.call_duration_seconds.observe(42)
+    metrics.transfers.labels(verb="refer", result="rejected").inc()
     metrics.assistant_request_seconds.labels(result="ok").observe(0.1)
     metrics.webhook_deliveries.labels(type="status-update", result="delivered").inc()
     metrics.webhook_queue_depth.set(3)

@@ -16,7 +16,7 @@ from router.routing.numbers import dialled_user, normalize_number, number_key
         ("%2B1%20415%20555%200100", "+14155550100"),
         ("+14155550100;npdi", "+14155550100"),
         ("+14155550100;rn=+14155559999;npdi", "+14155550100"),
-        ("5550100;phone-context=+1-415", "5550100"),
+        ("5550100;phone-context=+1-415", "+14155550100"),
         ("%2B14155550100%3Bnpdi", "+14155550100"),
         ("alice", "alice"),
         ("Alice", "Alice"),
@@ -26,6 +26,38 @@ from router.routing.numbers import dialled_user, normalize_number, number_key
 )
 def test_normalize_number_cases(raw, expected):
     assert normalize_number(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # RFC 3966: the global context's digits go before the local number.
+        ("4155550100;phone-context=+1", "+14155550100"),
+        ("5550100;phone-context=+1-415", "+14155550100"),
+        ("555-0100;phone-context=+1 (415)", "+14155550100"),
+        ("2079460000;phone-context=+44", "+442079460000"),
+        ("5550100;Phone-Context=%2B1415", "+14155550100"),
+        ("5550100;npdi;phone-context=+1415", "+14155550100"),
+        # The country code written twice: once in the number, once as context.
+        ("14155550100;phone-context=+1", "+14155550100"),
+        ("442079460000;phone-context=+44", "+442079460000"),
+        # A global number ignores any context.
+        ("+14155550100;phone-context=+1", "+14155550100"),
+        # A domain context has no digits to add: the local number stays.
+        ("5550100;phone-context=example.com", "5550100"),
+        ("5550100;phone-context=+", "5550100"),
+        ("alice;phone-context=+1", "alice"),
+        (";phone-context=+1", ""),
+    ],
+)
+def test_normalize_number_phone_context(raw, expected):
+    assert normalize_number(raw) == expected
+
+
+def test_normalize_number_ignores_routing_number():
+    # `rn` names the switch of a ported number, not the number dialled.
+    raw = "+14155550100;npdi;rn=+14155559999"
+    assert normalize_number(raw) == "+14155550100"
 
 
 def test_normalize_number_decodes_only_once():
@@ -111,6 +143,25 @@ def test_dialled_user_cases(uri, expected):
 
 def test_dialled_user_rejects_non_string():
     assert dialled_user(None) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "tel:+14155550100",
+        "<tel:+1-415-555-0100>",
+        "tel:+1.415.555.0100;isub=12",
+        "sip:+14155550100;npdi;rn=+14155559999@10.0.0.1",
+        "sip:14155550100;phone-context=+1@10.0.0.1",
+        "sip:5550100;phone-context=+1-415@10.0.0.1;user=phone",
+        "sip:+14155550100@10.0.0.1;user=phone",
+        "tel:5550100;phone-context=+1415",
+    ],
+)
+def test_uri_forms_of_one_number(uri):
+    user = dialled_user(uri)
+    assert user is not None
+    assert normalize_number(user) == "+14155550100"
 
 
 def test_dialled_user_then_normalize():

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.routing.numbers import dialled_user, normalize_number
 from router.sip.messages import (
     MalformedRequest,
     address_uri,
@@ -37,6 +38,41 @@ def test_parse_request_line_and_compact_headers():
     assert request.header("to") == "<sip:+14155550100@127.0.0.1>"
     assert request.content_length() == 4
     assert request.body == b"v=0\n"
+
+
+@pytest.mark.parametrize(
+    ("request_uri", "to"),
+    [
+        ("tel:+14155550100", "<tel:+14155550100>"),
+        ("tel:+1-415-555-0100", "<tel:+1-415-555-0100>;tag=9"),
+        (
+            "sip:+14155550100;npdi;rn=+14155559999@127.0.0.1;user=phone",
+            "<sip:+14155550100;npdi;rn=+14155559999@127.0.0.1;user=phone>",
+        ),
+        (
+            "sip:14155550100;phone-context=+1@127.0.0.1",
+            "sip:14155550100;phone-context=+1@127.0.0.1",
+        ),
+    ],
+)
+def test_number_uri_forms_parse_to_one_number(request_uri, to):
+    raw = (
+        f"INVITE {request_uri} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK1\r\n"
+        f"To: {to}\r\n"
+        "Call-ID: uri@127.0.0.1\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+    request = parse_request(raw)
+
+    assert request.request_uri == request_uri
+    ruri_user = dialled_user(request.request_uri)
+    to_user = dialled_user(request.header("To") or "")
+    assert ruri_user is not None
+    assert to_user is not None
+    assert normalize_number(ruri_user) == "+14155550100"
+    assert normalize_number(to_user) == "+14155550100"
 
 
 def test_parse_transport_from_top_via():
