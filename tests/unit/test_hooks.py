@@ -198,7 +198,10 @@ def test_matching_hooks_return_config_index() -> None:
 
 
 def test_matching_hooks_return_none_without_match() -> None:
-    number = make_number(ringing(["44"], say("uk")), ending(["assistant-request-returned-error"], say("x")))
+    number = make_number(
+        ringing(["44"], say("uk")),
+        ending(["assistant-request-returned-error"], say("x")),
+    )
 
     assert matching_ringing_hook(number, "+14155559876") is None
     assert matching_ending_hook(number, "assistant-request-failed") is None
