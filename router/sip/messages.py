@@ -79,7 +79,7 @@ class SipRequest:
 
     @property
     def truncated(self) -> bool:
-        """True when the body is shorter than Content-Length says."""
+        """True when the body is shorter than its Content-Length."""
         declared = self.content_length()
         return declared is not None and len(self.body) < declared
 

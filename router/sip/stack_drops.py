@@ -1,9 +1,10 @@
 """Recognise the pjsip log lines that report a received message it dropped.
 
-pjsip parses every packet before pjsua2 sees it, and it drops a message
-that it cannot parse without a response and without any callback. Its log
-is the only trace, so the router reads the log lines to count the drops.
-The texts are those of pjproject 2.15.1 (`sip_transport.c`).
+pjsip parses every packet before pjsua2 receives it, and it drops a
+message that it cannot parse without a response and without any callback.
+Its log is the only trace, so the router reads the log lines to count the
+drops. The texts are those that pjproject 2.15.1 logged in the tests of
+tests/integration/test_malformed_sip.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Webhook servers that misbehave: every call still ends on time.
 
 A number without a fallback gets 480 with the endedReason in its Reason
-header, one with a fallback is redirected to it, both within the
-assistant-request deadline; calls that need no webhook go on meanwhile.
+header, and one with a fallback is redirected to it. Both happen within
+the assistant-request deadline, and calls that need no webhook go on
+meanwhile.
 Replies that are plain failures (HTTP 500, invalid JSON) and a CANCEL
 during the request are covered in test_call_routes.py.
 """
@@ -47,7 +48,7 @@ def result_count(router: Daemon, result: str) -> float:
         ({"misbehaviour": "reset"}, "transport-error"),
         ({"misbehaviour": "redirect"}, "http-error"),
         ({"status": 503, "json_body": {"error": "overloaded"}}, "http-error"),
-        # The 10 MB body never ends, so only a cap enforced while reading
+        # The response never ends after its 10 MB, so only a cap enforced while reading
         # gives "oversize" before the deadline.
         ({"misbehaviour": "huge-body"}, "oversize"),
     ],

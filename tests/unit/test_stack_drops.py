@@ -4,7 +4,8 @@ import pytest
 
 from router.sip.stack_drops import DROP_REASONS, dropped_message_reason
 
-# First lines of log entries as pjsip 2.15.1 writes them.
+# First lines of log entries as pjsip 2.15.1 wrote them, except the
+# "Invalid URI" line: a made-up processing error of another kind.
 LINES = [
     (
         "Dropping 439 bytes packet from UDP 127.0.0.1:56291 : PJSIP syntax "
