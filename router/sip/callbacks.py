@@ -187,6 +187,13 @@ def call_op(
         # pjsua copies header text as it is: a line break would add headers.
         if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
             raise ValueError(f"SIP header {name!r} contains a line break")
+        try:
+            # SWIG raises TypeError for a surrogate that is not an escaped
+            # byte, which JSON text such as "\ud800" can produce.
+            name.encode("utf-8", "surrogateescape")
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ValueError(f"SIP header {name!r} is not valid text") from None
         header = pj.SipHeader()
         header.hName = name
         header.hValue = value
