@@ -266,6 +266,7 @@ class Router:
         )
         self.engine.on_unreadable_invite = self._count_unreadable
         self.engine.on_rejected_by_stack = self._count_stack_rejection
+        self.engine.on_dropped_by_stack = self._count_stack_drop
         self.registrations = RegistrationManager(
             self.engine, self.metrics, self.config.router.registration
         )
@@ -414,6 +415,10 @@ class Router:
         self.metrics.sip_invites_received.labels(transport="unknown").inc()
         self.metrics.sip_invites_rejected.labels(status=str(status)).inc()
         log.warning("sip.invite_rejected_by_stack", status=status)
+
+    def _count_stack_drop(self, reason: str) -> None:
+        # StackLogWriter logs the line itself, rate-limited.
+        self.metrics.sip_messages_dropped.labels(reason=reason).inc()
 
 
 class StartupError(Exception):

@@ -22,6 +22,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from router.sip.stack_drops import DROP_REASONS
+
 PREFIX = "cozmox_router_"
 
 # The assistant-request deadline defaults to 7.5 s and is at most 300 s.
@@ -93,6 +95,13 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+        self.sip_messages_dropped = Counter(
+            PREFIX + "sip_messages_dropped_total",
+            "Received SIP messages that the SIP stack dropped unanswered, "
+            "by reason (syntax-error, missing-header, too-large, unreadable).",
+            ["reason"],
+            registry=registry,
+        )
         self.sip_call_slots = Gauge(
             PREFIX + "sip_call_slots",
             "pjsua call slots, one per SIP call leg: used now, and the maximum "
@@ -121,6 +130,8 @@ class Metrics:
         )
         for state in CALL_SLOT_STATES:
             self.sip_call_slots.labels(state=state)
+        for reason in DROP_REASONS:
+            self.sip_messages_dropped.labels(reason=reason)
 
     def _create_call_metrics(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(

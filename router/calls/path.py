@@ -161,6 +161,10 @@ class CallPath:
         """
         if self.draining:
             return InviteVerdict(media=False)
+        if request.truncated:
+            # Step 1 comes first: the 513 that handle() logs is also sent.
+            too_large = MessageTooLarge("body shorter than its Content-Length")
+            return InviteVerdict(media=False, final=final_response(too_large))
         routing = self._routing()
         try:
             trunks = routing.table.match_trunks(

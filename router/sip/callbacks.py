@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pjsua2 as pj
 import structlog
 
+from router.sip.stack_drops import dropped_message_reason
+
 if TYPE_CHECKING:
     from router.sip.engine import SipEngine
 
@@ -48,14 +50,17 @@ class StackLogWriter(pj.LogWriter):
     pjsip logs whole packets with its errors, caller numbers and all, and
     any source can make it log one per packet; so only the first line is
     kept, and at most `LINES_PER_WINDOW` lines per window go out.
+    `on_drop` gets the reason of every line that reports a received
+    message pjsip dropped, rate limit or not.
     """
 
     LINES_PER_WINDOW = 20
     WINDOW_SECONDS = 10.0
     MAX_CHARACTERS = 160
 
-    def __init__(self) -> None:
+    def __init__(self, on_drop: Callable[[str], None] = lambda reason: None) -> None:
         super().__init__()
+        self._on_drop = on_drop
         self._window_start = 0.0
         self._lines = 0
         self._suppressed = 0
@@ -63,6 +68,10 @@ class StackLogWriter(pj.LogWriter):
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see guarded_callback().
         with contextlib.suppress(BaseException):
+            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
+            reason = dropped_message_reason(text)
+            if reason is not None:
+                self._on_drop(reason)
             now = time.monotonic()
             if now - self._window_start >= self.WINDOW_SECONDS:
                 if self._suppressed:
@@ -72,7 +81,6 @@ class StackLogWriter(pj.LogWriter):
             if self._lines > self.LINES_PER_WINDOW:
                 self._suppressed += 1
                 return
-            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
             log.warning("sip.stack_log", stack_level=entry.level, text=text)
 
 
@@ -179,6 +187,13 @@ def call_op(
         # pjsua copies header text as it is: a line break would add headers.
         if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
             raise ValueError(f"SIP header {name!r} contains a line break")
+        try:
+            # SWIG raises TypeError for a surrogate that is not an escaped
+            # byte, which JSON text such as "\ud800" can produce.
+            name.encode("utf-8", "surrogateescape")
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ValueError(f"SIP header {name!r} is not valid text") from None
         header = pj.SipHeader()
         header.hName = name
         header.hValue = value

@@ -120,6 +120,7 @@ class SipEngine:
         self._quiet_account: RouterAccount | None = None
         self.on_unreadable_invite: Callable[[str], None] = lambda detail: None
         self.on_rejected_by_stack: Callable[[int], None] = lambda status: None
+        self.on_dropped_by_stack: Callable[[str], None] = lambda reason: None
         self.on_registration: Callable[[RegistrationReport], None] = lambda report: None
         self._trunk_accounts = TrunkAccounts(
             limits.max_accounts,
@@ -194,10 +195,14 @@ class SipEngine:
         config.uaConfig.mainThreadOnly = False
         config.uaConfig.maxCalls = self.settings.requested_max_calls
         config.uaConfig.userAgent = self.settings.user_agent
-        self._log_writer = StackLogWriter()
+        self._log_writer = StackLogWriter(
+            lambda reason: self._post(self.on_dropped_by_stack, reason)
+        )
         config.logConfig.writer = self._log_writer
-        config.logConfig.level = 1
-        config.logConfig.consoleLevel = 1
+        # Level 2 is the highest that includes pjsip's "Dropping ... packet"
+        # lines, which the writer counts; level 4 would log every packet.
+        config.logConfig.level = 2
+        config.logConfig.consoleLevel = 2
         config.logConfig.decor = 0
         # Media runs on this thread's ioqueue too: no media worker thread.
         config.medConfig.threadCnt = 0

@@ -21,6 +21,13 @@ _COMPACT_NAMES = {
     "c": "content-type",
 }
 
+# ASCII digits only: str.isdigit() also accepts characters such as "\u00b2"
+# that int() rejects.
+_DIGITS = re.compile(r"[0-9]+")
+# A Content-Length past this is clamped to it. It is far larger than any
+# message, and int() refuses strings of more than 4300 digits.
+MAX_CONTENT_LENGTH = 2**63 - 1
+
 _VIA_TRANSPORT = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)", re.IGNORECASE)
 _DISPLAY_NAME = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<')
 
@@ -56,11 +63,25 @@ class SipRequest:
         return found
 
     def content_length(self) -> int | None:
-        """Return Content-Length as an int, or None when absent or invalid."""
+        """Return Content-Length as an int, or None when absent or invalid.
+
+        pjsip 2.15.1 accepts leading zeros and any number of digits, so
+        both are read here too, and a huge value is clamped to
+        `MAX_CONTENT_LENGTH`.
+        """
         value = self.header("content-length")
-        if value is None or not value.strip().isdigit():
+        if value is None or not _DIGITS.fullmatch(value.strip()):
             return None
-        return int(value.strip())
+        digits = value.strip().lstrip("0") or "0"
+        if len(digits) > len(str(MAX_CONTENT_LENGTH)):
+            return MAX_CONTENT_LENGTH
+        return min(int(digits), MAX_CONTENT_LENGTH)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the body is shorter than its Content-Length."""
+        declared = self.content_length()
+        return declared is not None and len(self.body) < declared
 
     def transport(self) -> str:
         """Return the transport of the top Via (`udp`, `tcp`, ...)."""
@@ -74,8 +95,10 @@ def parse_request(raw: bytes | str) -> SipRequest:
 
     Header folding (RFC 3261 section 7.3.1) is joined, compact names are
     expanded, and bytes that are not UTF-8 are replaced rather than raised.
+    A `str` carries such bytes as the surrogate escapes that pjsua2 decodes
+    them to. Raises MalformedRequest for anything else that is unreadable.
     """
-    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    data = _as_bytes(raw)
     head, body = _split_head(data)
     lines = head.decode("utf-8", "replace").splitlines()
     if not lines:
@@ -92,6 +115,16 @@ def parse_request(raw: bytes | str) -> SipRequest:
         body=body,
         size_bytes=len(data),
     )
+
+
+def _as_bytes(raw: bytes | str) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    try:
+        return raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A surrogate outside U+DC80..U+DCFF did not come from a byte.
+        raise MalformedRequest("text that is neither UTF-8 nor bytes") from None
 
 
 def display_name(name_addr: str) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +30,18 @@ class Behaviour:
     delay_seconds: float = 0.0
     raw_body: bytes | None = None
     """Sent as is, with Content-Type application/json; overrides json_body."""
+    misbehaviour: str | None = None
+    """One of MISBEHAVIOURS; overrides every other field."""
+
+
+# What a path can do instead of a well-formed reply:
+# - "reset": read the request, then reset the connection (RST);
+# - "slow-headers": write a 200 response's head one byte per second;
+# - "huge-body": stream a 10 MB body without Content-Length, then hang;
+# - "redirect": 302 with a Location of REDIRECT_PATH on this server.
+MISBEHAVIOURS = ("reset", "slow-headers", "huge-body", "redirect")
+REDIRECT_PATH = "/redirected"
+HUGE_BODY_BYTES = 10 * 1024 * 1024
 
 
 @dataclass
@@ -137,14 +151,17 @@ class WebhookServer:
         status: int = 200,
         delay_seconds: float = 0.0,
         raw_body: bytes | None = None,
+        misbehaviour: str | None = None,
     ) -> None:
         """Set what `path` replies from now on.
 
         A path with no reply set returns 200 with `{}`.
         """
+        if misbehaviour is not None and misbehaviour not in MISBEHAVIOURS:
+            raise ValueError(f"unknown misbehaviour {misbehaviour!r}")
         with self._lock:
             self._behaviours[path] = Behaviour(
-                json_body, status, delay_seconds, raw_body
+                json_body, status, delay_seconds, raw_body, misbehaviour
             )
 
     def fail_first(self, path: str, count: int, status: int = 503) -> None:
@@ -229,6 +246,8 @@ class WebhookServer:
                 self._failures_left[request.path] = (failures - 1, status)
                 recorded.status = status
                 return web.Response(status=status)
+        if behaviour.misbehaviour is not None:
+            return await self._misbehave(request, behaviour.misbehaviour)
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
         recorded.status = behaviour.status
@@ -239,3 +258,50 @@ class WebhookServer:
                 content_type="application/json",
             )
         return web.json_response(behaviour.json_body, status=behaviour.status)
+
+    async def _misbehave(
+        self, request: web.Request, misbehaviour: str
+    ) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        if misbehaviour == "redirect":
+            return web.json_response(
+                {"message": "moved"},
+                status=302,
+                headers={"Location": self.url(REDIRECT_PATH)},
+            )
+        if misbehaviour == "reset":
+            sock = transport.get_extra_info("socket")
+            # SO_LINGER with a zero timeout makes close() send RST, not FIN.
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            transport.abort()
+        elif misbehaviour == "slow-headers":
+            # Written past aiohttp, which would send the head in one piece.
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
+            for byte in head:
+                if transport.is_closing():
+                    break
+                transport.write(bytes([byte]))
+                await asyncio.sleep(1.0)
+        else:
+            return await self._stream_huge_body(request)
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable: the client gives up first")
+
+    async def _stream_huge_body(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b" " * 65536
+        try:
+            for _ in range(HUGE_BODY_BYTES // len(chunk)):
+                await response.write(chunk)
+        except ConnectionResetError:
+            # The client closed the connection before the end: expected.
+            return response
+        # The body never ends, so a client that reads to the end waits
+        # until its own deadline.
+        await asyncio.sleep(3600)
+        return response

@@ -10,6 +10,7 @@ EXPECTED = {
     "cozmox_router_sip_invites_received": ("counter", {"transport"}),
     "cozmox_router_sip_invites_accepted": ("counter", {"transport"}),
     "cozmox_router_sip_invites_rejected": ("counter", {"status"}),
+    "cozmox_router_sip_messages_dropped": ("counter", {"reason"}),
     "cozmox_router_calls": ("counter", {"outcome", "ended_reason"}),
     "cozmox_router_active_calls": ("gauge", set()),
     "cozmox_router_max_concurrent_calls": ("gauge", set()),

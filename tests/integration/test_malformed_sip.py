@@ -1,0 +1,203 @@
+"""Malformed and hostile SIP from raw sockets: the daemon answers or drops.
+
+Each test sends one batch, checks the response each request got and the
+counters, then checks that the daemon still runs and routes a normal call.
+docs/hostile-input.md lists the same cases with the responses seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from call_helpers import ANSWERED, place_call
+from harness import Daemon
+from sip_sender import Request, send_tcp, send_udp
+from sipp_runner import SippRuntime, requires_sipp
+
+pytestmark = [pytest.mark.integration, requires_sipp]
+
+BLOCKED = "+14155550103"
+STATIC = "+14155550100"
+
+
+def assert_still_serving(router: Daemon, tmp_path: Path) -> None:
+    assert router.process.poll() is None, router.stderr_text()[-3000:]
+    result = place_call(router, ANSWERED, STATIC, tmp_path)
+    assert result.final_status == 200
+
+
+def dropped(router: Daemon, reason: str) -> float:
+    return router.metrics().value(
+        "cozmox_router_sip_messages_dropped_total", reason=reason
+    )
+
+
+def test_unparseable_requests_dropped_and_counted(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    whole = Request(port).build(5060)
+    cut = whole[: whole.index(b"From: <sip:") + 12]
+    cases = {
+        # Cut inside the From header, with no blank line after the headers.
+        "truncated": ("syntax-error", lambda _port: cut),
+        "content-length-junk": (
+            "syntax-error",
+            Request(port, content_length="abc").build,
+        ),
+        "content-length-negative": (
+            "syntax-error",
+            Request(port, content_length="-5").build,
+        ),
+        "from-not-utf8": (
+            "syntax-error",
+            Request(port, replace=((b"+14155559876", b"\xff\xfe"),)).build,
+        ),
+        "request-uri-not-utf8": (
+            "syntax-error",
+            Request(
+                port, replace=((b"INVITE sip:+1415", b"INVITE sip:+1415\xff"),)
+            ).build,
+        ),
+        "missing-call-id": ("missing-header", Request(port, drop=("Call-ID",)).build),
+        "missing-from": ("missing-header", Request(port, drop=("From",)).build),
+        "missing-to": ("missing-header", Request(port, drop=("To",)).build),
+        "missing-via": ("missing-header", Request(port, drop=("Via",)).build),
+        "missing-cseq": ("missing-header", Request(port, drop=("CSeq",)).build),
+    }
+
+    exchanges = send_udp([build for _, build in cases.values()], port)
+
+    for name, exchange in zip(cases, exchanges, strict=True):
+        assert exchange.statuses == [], f"{name} got {exchange.statuses}"
+    expected = {"syntax-error": 5, "missing-header": 5}
+    for reason, count in expected.items():
+        assert dropped(router, reason) == count, reason
+    metrics = router.metrics()
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 0
+    assert_still_serving(router, tmp_path)
+
+
+def test_content_length_mismatch(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    cases = [
+        # RFC 3261 section 18.3: a body shorter than Content-Length is an
+        # error. The router answers 513 and never routes it, even to a
+        # static assistant.
+        (Request(port, number=STATIC, content_length="500").build, 513),
+        (Request(port, number=STATIC, content_length="9" * 30).build, 513),
+        # Bytes past Content-Length are dropped: the INVITE is routed.
+        (Request(port, content_length="10").build, 403),
+        # Leading zeros are valid.
+        (Request(port, content_length="000" + str(len(Request(port).body))).build, 403),
+        # A custom header that is not UTF-8 does not stop routing.
+        (
+            Request(
+                port,
+                extra_headers=("X-Junk: a\xffb",),
+                replace=((b"a\xc3\xbfb", b"a\xffb"),),
+            ).build,
+            403,
+        ),
+    ]
+
+    exchanges = send_udp([build for build, _ in cases], port, interval_seconds=0.1)
+
+    for (_, expected), exchange in zip(cases, exchanges, strict=True):
+        assert exchange.final == expected, exchange.statuses
+    assert runtime.invites() == []
+    metrics = router.metrics()
+    assert (
+        metrics.value(
+            "cozmox_router_calls_total",
+            ended_reason="call.start.error-message-too-large",
+        )
+        == 2
+    )
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 5
+    assert_still_serving(router, tmp_path)
+
+
+def test_methods_outside_a_call(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    cases = [
+        ("OPTIONS", [200]),
+        # pjsua's own instant-message module accepts MESSAGE.
+        ("MESSAGE", [200]),
+        # RFC 3261 section 9.2: a CANCEL that matches no transaction.
+        ("CANCEL", [481]),
+        # pjsip 2.15.1 drops requests that no module handles, unanswered:
+        # unknown methods (RFC 3261 asks for 501 or 405) and a BYE outside
+        # a dialog (RFC 3261 asks for 481).
+        ("FOO", []),
+        ("INFO", []),
+        ("BYE", []),
+    ]
+    builders = [Request(port, method=method, body="").build for method, _ in cases]
+
+    exchanges = send_udp(builders, port)
+
+    for (method, expected), exchange in zip(cases, exchanges, strict=True):
+        assert sorted(set(exchange.statuses)) == expected, method
+    assert router.metrics().value("cozmox_router_sip_invites_received_total") == 0
+    assert_still_serving(router, tmp_path)
+
+
+def test_tcp_header_of_64k_dropped(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    big = Request(
+        router.sip_port, transport="TCP", extra_headers=("X-Big: " + "a" * 65536,)
+    )
+
+    exchange = send_tcp(big.build, router.sip_port, wait_seconds=2.0)
+
+    assert exchange.statuses == []
+    # pjsip logs one overflow for each 4000-byte packet buffer it fills.
+    assert dropped(router, "too-large") >= 1
+    assert router.metrics().value("cozmox_router_sip_invites_received_total") == 0
+    assert_still_serving(router, tmp_path)
+
+
+def test_flood_from_unknown_source_rejected(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    flood = 60
+    invite = Request(router.sip_port, number=STATIC, source="127.0.0.2")
+
+    exchanges = send_udp(
+        [invite.build] * flood,
+        router.sip_port,
+        source="127.0.0.2",
+        wait_seconds=2.0,
+        interval_seconds=0.002,
+    )
+
+    # Each INVITE holds a call slot until its 403 is sent. One that finds
+    # only the spare slot free gets the router's 503, and one that finds
+    # none gets pjsua's own 486.
+    finals = [exchange.final for exchange in exchanges]
+    print({status: finals.count(status) for status in set(finals)})
+    assert set(finals) <= {403, 486, 503}, finals
+    assert finals.count(403) >= flood / 2, finals
+    metrics = router.metrics()
+    by_reason = {
+        403: "call.start.error-source-not-allowed",
+        503: "call.start.error-concurrency-limit-reached",
+    }
+    for status, reason in by_reason.items():
+        counted = metrics.value(
+            "cozmox_router_calls_total", outcome="rejected", ended_reason=reason
+        )
+        assert counted == finals.count(status), status
+    assert metrics.value(
+        "cozmox_router_sip_invites_rejected_total", status="486"
+    ) == finals.count(486)
+    assert metrics.value("cozmox_router_sip_invites_received_total") == flood
+    assert runtime.invites() == []
+    assert_still_serving(router, tmp_path)
