@@ -247,14 +247,23 @@ def reason_header(error: RouterError) -> tuple[str, str]:
 
     The cause is the SIP status and the text is the `endedReason`.
     """
-    text = _quoted_string_content(error.ended_reason)
+    text = quoted_string_content(error.ended_reason)
     return ("Reason", f'SIP;cause={error.sip_status};text="{text}"')
 
 
-def _quoted_string_content(text: str) -> str:
-    # RFC 3261 section 25.1: inside a quoted-string, `"` and `\` are escaped
-    # with a backslash. CR and LF cannot be escaped at all, so they and the
-    # other control characters are dropped rather than risk ending the header.
-    kept = "".join(char for char in text if char == "\t" or char >= " ")
+def quoted_string_content(text: str) -> str:
+    r"""Escape `text` for use between the quotes of a SIP quoted-string.
+
+    RFC 3261 section 25.1: inside a quoted-string, `"` and `\` are escaped
+    with a backslash. CR and LF cannot be escaped at all, so they and the
+    other control characters are dropped rather than risk ending the header.
+    Lone surrogates, which a JSON string may carry, are dropped too, because
+    they cannot be encoded as UTF-8 for the wire.
+    """
+    kept = "".join(
+        char
+        for char in text
+        if (char == "\t" or char >= " ") and not "\ud800" <= char <= "\udfff"
+    )
     kept = kept.replace("\x7f", "")
     return kept.replace("\\", "\\\\").replace('"', '\\"')

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from router.calls.handoff import Connector
 from router.calls.record import CallRecord, CallState
 from router.config import Action, Destination, PhoneNumber, SayAction
-from router.errors import Outcome, RouterFault
+from router.errors import Outcome, RouterFault, quoted_string_content
 from router.routing import ended_reasons
 from router.sip.engine import CallGone, PlaybackFailed, SipEngine
 from router.speech import Speech
@@ -152,9 +152,8 @@ class CallActions:
 def reason_header(cause: int, text: str) -> tuple[str, str]:
     """Build `Reason: SIP;cause=<cause>;text="<text>"` (RFC 3326).
 
-    Control characters are dropped, because CR or LF would end the header,
-    and the text is cut to REASON_TEXT_MAX_CHARS characters.
+    The text is cut to REASON_TEXT_MAX_CHARS characters, then escaped as
+    `quoted_string_content()` does.
     """
-    kept = "".join(char for char in text if char >= " " and char != "\x7f")
-    quoted = kept[:REASON_TEXT_MAX_CHARS].replace("\\", "\\\\").replace('"', '\\"')
+    quoted = quoted_string_content(text[:REASON_TEXT_MAX_CHARS])
     return ("Reason", f'SIP;cause={cause};text="{quoted}"')

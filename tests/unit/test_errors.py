@@ -1,6 +1,7 @@
 import pytest
 
 from router import errors
+from router.calls.actions import reason_header as spoken_error_reason
 from router.errors import (
     AssistantRequestFailed,
     CallFailed,
@@ -209,6 +210,20 @@ def test_reason_header_drops_line_breaks():
     name, value = reason_header(error)
     assert name == "Reason"
     assert value == 'SIP;cause=500;text="aInjected: 1"'
+
+
+def test_reason_header_drops_lone_surrogates():
+    # A webhook's JSON reply can carry "\ud800", which no UTF-8 encoder takes.
+    error = RouterFault()
+    error.ended_reason = "busy\ud800 line\udfff"
+    name, value = reason_header(error)
+    assert value == 'SIP;cause=500;text="busy line"'
+
+
+def test_spoken_error_reason_header_drops_lone_surrogates():
+    name, value = spoken_error_reason(480, "closed\udc00 today")
+    assert name == "Reason"
+    assert value == 'SIP;cause=480;text="closed today"'
 
 
 def test_assistant_request_failed_fields():

@@ -231,5 +231,10 @@ def test_reason_header_quotes_any_text(text):
     quoted = value.split(';text="', 1)[1]
     assert quoted.endswith('"')
     unescaped = re.sub(r"\\(.)", r"\1", quoted[:-1])
-    kept = "".join(c for c in text if (c == "\t" or c >= " ") and c != "\x7f")
+    kept = "".join(
+        c
+        for c in text
+        if (c == "\t" or c >= " ") and c != "\x7f" and not "\ud800" <= c <= "\udfff"
+    )
     assert unescaped == kept
+    value.encode("utf-8")
