@@ -209,6 +209,22 @@ class TransferFailed(CallFailed):
     retryable = True
 
 
+class AckTimedOut(CallFailed):
+    """The caller never sent the ACK for the 200 OK, so pjsua ended the call."""
+
+    sip_status = 408
+    reason_phrase = "Request Timeout"
+    ended_reason = ended_reasons.ACK_TIMEOUT
+
+
+class NoSdpAnswer(CallFailed):
+    """A late offer's ACK carried no SDP answer, so the router sent BYE."""
+
+    sip_status = 488
+    reason_phrase = "Not Acceptable Here"
+    ended_reason = ended_reasons.NO_SDP_ANSWER
+
+
 class RouterFault(CallFailed):
     """The router itself failed: a bug or a broken dependency.
 

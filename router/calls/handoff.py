@@ -28,11 +28,18 @@ from router.config import (
     SipDestination,
     SipTrunkCredential,
 )
-from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
+from router.errors import (
+    AckTimedOut,
+    NoSdpAnswer,
+    RuntimeRejected,
+    RuntimeUnreachable,
+    TransferFailed,
+)
 from router.metrics import Metrics
 from router.routing import ended_reasons
 from router.routing.decision import Route
 from router.sip.engine import CallGone, DialFailed, LegEnded, NoCallSlot, SipEngine
+from router.sip.offers import NO_SDP_ANSWER
 
 # How long the runtime or a dialled destination may take to answer. The
 # caller has heard 180 Ringing, so the carrier's Timer C (3 minutes,
@@ -172,9 +179,32 @@ class Connector:
         call.answered = True
         call.mark_decided()
         call.sip_status = 200
-        await self._engine.answer(call.invite.key)
+        try:
+            await self._engine.answer(call.invite.key)
+        except CallGone:
+            error = _unconfirmed_answer(self._engine.ended(call.invite.key))
+            if error is None:
+                raise
+            raise error from None
         call.answered_monotonic = time.monotonic()
         call.answered_at = datetime.now(UTC)
+
+
+def _unconfirmed_answer(ended: Any) -> AckTimedOut | NoSdpAnswer | None:
+    """Return why a 200 OK that no ACK confirmed ended the call, if known.
+
+    The caller cannot end the call between the 200 and its ACK, so a leg
+    that ends there without the router hanging up timed out waiting for the
+    ACK (pjsua retransmits the 200 for 64*T1 and then sends BYE).
+    """
+    if not ended.done():
+        return None
+    result: LegEnded = ended.result()
+    if result.cause == NO_SDP_ANSWER:
+        return NoSdpAnswer("the ACK of a late offer carried no SDP answer")
+    if not (result.hung_up_locally or result.by_shutdown):
+        return AckTimedOut(f"no ACK; the leg ended with {result.status_code}")
+    return None
 
 
 def release_leg(engine: SipEngine, call: CallRecord) -> None:

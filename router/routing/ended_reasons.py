@@ -59,5 +59,9 @@ RUNTIME_REJECTED = "call.start.error-runtime-rejected"
 RUNTIME_UNREACHABLE = "call.start.error-runtime-timeout"
 TRANSFER_FAILED = "call.forwarding.error-transfer-failed"
 ROUTER_FAULT = "call.start.error-router-fault"
+# The caller never ACKed the router's 200 OK (64*T1, 32 s by default).
+ACK_TIMEOUT = "call.in-progress.error-sip-ack-timeout"
+# A late-offer caller's ACK carried no SDP answer, so the router sent BYE.
+NO_SDP_ANSWER = "call.in-progress.error-sip-no-sdp-answer"
 # A call still in progress when the drain time after SIGTERM ran out.
 ROUTER_SHUT_DOWN = "call.in-progress.error-router-shut-down"

@@ -146,7 +146,10 @@ class RouterEndpoint(pj.Endpoint):
 
 def active_audio(call: pj.Call) -> pj.AudioMedia | None:
     """Return the call's active audio media, or None while it has none."""
-    for index, media in enumerate(call.getInfo().media):
+    # The media vector points into the CallInfo, so the CallInfo must stay
+    # referenced while the loop reads it; a temporary is freed at once.
+    info = call.getInfo()
+    for index, media in enumerate(info.media):
         if (
             media.type == pj.PJMEDIA_TYPE_AUDIO
             and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE

@@ -28,7 +28,7 @@ from typing import Any
 import pjsua2 as pj
 import structlog
 
-from router.errors import ConcurrencyLimitReached, final_response
+from router.errors import ConcurrencyLimitReached, MessageTooLarge, final_response
 from router.sip.accounts import TrunkAccounts
 from router.sip.callbacks import (
     RouterAccount,
@@ -41,6 +41,7 @@ from router.sip.callbacks import (
     describe_error,
     stdout_silenced,
 )
+from router.sip.cut_invites import accept_cut_offer, is_cut
 from router.sip.legs import (
     CallGone,
     DialFailed,
@@ -63,6 +64,7 @@ from router.sip.messages import (
     parse_request,
     split_host_port,
 )
+from router.sip.offers import confirm_late_offer
 from router.sip.registration import (
     RegistrationReport,
     UnregisterResult,
@@ -566,12 +568,15 @@ class SipEngine:
         if media:
             self.sockets.opened()
         try:
-            invite = _read_invite(key, prm.rdata.wholeMsg, prm.rdata.srcAddress)
+            invite = _read_invite(
+                key, prm.rdata.wholeMsg, prm.rdata.srcAddress, self.limits
+            )
         except (MalformedRequest, UnicodeError) as error:
             self._post(self.on_unreadable_invite, str(error))
             self._ops.put(lambda: self._hangup_quietly(key, 400))
             return
         invite = dataclasses.replace(invite, has_media=media)
+        self._calls[key.slot].late_offer = invite.body_bytes == 0
         response = verdict.final if verdict else None
         if self.slots_used >= self.limits.max_calls:
             # This INVITE took the last, spare slot.
@@ -601,6 +606,10 @@ class SipEngine:
                 self.sockets.can_open(2)
             )
             verdict = self.classifier(request, source_ip)
+            if is_cut(request, self.limits.max_packet_bytes):
+                # Before pjsua parses the cut SDP and answers 400 itself.
+                verdict = InviteVerdict(False, final_response(MessageTooLarge()))
+                accept_cut_offer(prm.rdata.pjRxData)
             media = media and verdict.media and verdict.final is None
             self._verdict = (request.header("call-id") or "", verdict)
         chosen = self._account if media else self._quiet_account
@@ -631,10 +640,21 @@ class SipEngine:
         if leg is None or leg.call is not call:
             return
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
-            leg.answered = True
-            self._post(self._resolve_answered, leg.key)
+            if leg.late_offer:
+                # pjsua starts the media of the ACK's answer after this
+                # callback returns, so the check runs as the next operation.
+                key = leg.key
+                self._ops.put(
+                    lambda: confirm_late_offer(self._calls, key, self._confirm)
+                )
+                return
+            self._confirm(leg)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._end_leg(leg, info)
+
+    def _confirm(self, leg: Leg) -> None:
+        leg.answered = True
+        self._post(self._resolve_answered, leg.key)
 
     def _end_leg(self, leg: Leg, info: pj.CallInfo) -> None:
         leg.player = None
@@ -652,6 +672,7 @@ class SipEngine:
             hung_up_locally=leg.hanging_up,
             was_answered=leg.answered,
             by_shutdown=self._shutting_down,
+            cause=leg.end_cause,
         )
         self._post(self._resolve_ended, leg.key, ended)
         # A bridged pair ends together: the first BYE hangs up the other leg.
@@ -717,7 +738,9 @@ class SipEngine:
             statuses.put_nowait(status)
 
 
-def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
+def _read_invite(
+    key: CallKey, raw: str, source: str, limits: SipLimits
+) -> InboundInvite:
     request = parse_request(raw)
     host, port = split_host_port(source)
     content_length = request.content_length()
@@ -734,6 +757,7 @@ def _read_invite(key: CallKey, raw: str, source: str) -> InboundInvite:
         content_length=content_length,
         body_bytes=len(request.body),
         message_bytes=request.size_bytes,
+        cut=is_cut(request, limits.max_packet_bytes),
     )
 
 

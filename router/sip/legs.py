@@ -73,6 +73,8 @@ class LegEnded:
     hung_up_locally: bool
     was_answered: bool
     by_shutdown: bool = False
+    cause: str | None = None
+    """The reason the engine ended the leg itself, e.g. `offers.NO_SDP_ANSWER`."""
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,6 @@ class Leg:
     player: pj.AudioMediaPlayer | None = None
     account: pj.Account | None = None
     """The account that pjsua put an inbound call on."""
+    late_offer: bool = False
+    """An inbound INVITE without SDP: the answer must come in the ACK."""
+    end_cause: str | None = None

@@ -202,12 +202,15 @@ class InboundInvite:
     has_media: bool = True
     # A final status the engine already sent (503 when no slot was free).
     pre_rejected: int | None = None
+    # True when the message filled the stack's packet buffer or its body is
+    # shorter than Content-Length (router.sip.cut_invites.is_cut).
+    cut: bool = False
 
     @property
     def truncated(self) -> bool:
-        """True when the body is shorter than Content-Length says."""
-        return self.content_length is not None and (
-            self.body_bytes < self.content_length
+        """True when the stack's packet buffer may have cut the INVITE."""
+        return self.cut or (
+            self.content_length is not None and self.body_bytes < self.content_length
         )
 
 
