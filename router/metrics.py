@@ -90,8 +90,9 @@ class Metrics:
         )
         self.sip_invites_rejected = Counter(
             PREFIX + "sip_invites_rejected_total",
-            "INVITEs answered with a final error response before routing, "
-            "by SIP status code.",
+            "INVITEs answered with a final error response before they rang: "
+            "by the router's limit, source, number and status checks, as "
+            "unreadable, or by pjsua itself; by SIP status code.",
             ["status"],
             registry=registry,
         )

@@ -452,6 +452,10 @@ class CallPath:
         call.outcome = error.outcome
         call.ended_reason = error.ended_reason
         call.sip_status = error.sip_status
+        if call.state is CallState.RECEIVED:
+            # Steps 1 to 4 failed, so the INVITE is rejected before it rang.
+            status = str(error.sip_status)
+            self._metrics.sip_invites_rejected.labels(status=status).inc()
         key = call.invite.key
         if call.invite.pre_rejected:
             return

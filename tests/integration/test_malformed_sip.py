@@ -195,6 +195,10 @@ def test_flood_from_unknown_source_rejected(
             "cozmox_router_calls_total", outcome="rejected", ended_reason=reason
         )
         assert counted == finals.count(status), status
+        rejected = metrics.value(
+            "cozmox_router_sip_invites_rejected_total", status=str(status)
+        )
+        assert rejected == finals.count(status), status
     assert metrics.value(
         "cozmox_router_sip_invites_rejected_total", status="486"
     ) == finals.count(486)

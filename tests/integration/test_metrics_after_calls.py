@@ -40,6 +40,8 @@ def test_metrics_count_a_mix_of_calls(
     assert value("sip_invites_received_total", transport="udp") == 4
     # The blocked and the unknown number never ring.
     assert value("sip_invites_accepted_total", transport="udp") == 2
+    assert value("sip_invites_rejected_total", status="403") == 1
+    assert value("sip_invites_rejected_total", status="404") == 1
     assert (
         value("calls_total", outcome="assistant", ended_reason="customer-ended-call")
         == 2
