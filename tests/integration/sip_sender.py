@@ -152,3 +152,99 @@ def _statuses(data: bytes) -> list[int]:
         if line.startswith(b"SIP/2.0 "):
             statuses.append(int(line.split()[1]))
     return statuses
+
+
+@dataclass(frozen=True)
+class Response:
+    """A SIP response received by `UdpDialog`."""
+
+    status: int
+    method: str
+    to_header: str
+    contact_uri: str | None
+    text: str
+
+
+class UdpDialog:
+    """One caller dialog on its own UDP socket: an INVITE, then ACK and BYE.
+
+    `invite` is built once, so sending it again is a retransmission with the
+    same branch, Call-ID, tag and CSeq. Requests inside the dialog take the
+    To tag and Contact of the 200.
+    """
+
+    def __init__(self, target_port: int, number: str) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._target = ("127.0.0.1", target_port)
+        self._port = self._socket.getsockname()[1]
+        self._received: list[Response] = []
+        self.invite = Request(target_port, number=number).build(self._port)
+        headers = _header_values(self.invite)
+        self._call_id = headers["call-id"]
+        self._from = headers["from"]
+        self._request_uri = self.invite.split(b" ", 2)[1].decode()
+
+    def __enter__(self) -> UdpDialog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._socket.close()
+
+    def send(self, data: bytes) -> None:
+        self._socket.sendto(data, self._target)
+
+    def in_dialog(self, method: str, cseq: int, answer: Response) -> bytes:
+        """Build an ACK or BYE for the dialog that `answer` (a 200) set up."""
+        uri = answer.contact_uri or self._request_uri
+        branch = f"z9hG4bK-{uuid.uuid4().hex}"
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self._port};rport;branch={branch}",
+            f"From: {self._from}",
+            f"To: {answer.to_header}",
+            f"Call-ID: {self._call_id}",
+            f"CSeq: {cseq} {method}",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def wait_for_final(self, timeout: float, method: str = "INVITE") -> Response:
+        """Return the first final response to `method`; raise on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for response in self._received:
+                if response.method == method and response.status >= 200:
+                    return response
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no final response to {method} in {timeout} s")
+            ready, _, _ = select.select([self._socket], [], [], min(left, 0.1))
+            if ready:
+                self._received.append(_parse_response(self._socket.recv(65536)))
+
+
+def _header_values(message: bytes) -> dict[str, str]:
+    head = message.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    values: dict[str, str] = {}
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        values.setdefault(name.strip().lower(), value.strip())
+    return values
+
+
+def _parse_response(data: bytes) -> Response:
+    text = data.decode("utf-8", "replace")
+    headers = _header_values(data)
+    contact = headers.get("contact") or headers.get("m")
+    contact_uri = None
+    if contact:
+        contact_uri = contact.split("<", 1)[-1].split(">", 1)[0]
+    return Response(
+        status=int(text.split(" ", 2)[1]),
+        method=headers.get("cseq", "0 ?").split()[-1],
+        to_header=headers.get("to") or headers.get("t", ""),
+        contact_uri=contact_uri,
+        text=text,
+    )

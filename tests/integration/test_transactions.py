@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from call_helpers import ANSWERED, ended_call, place_call
 from harness import Daemon
+from sip_sender import UdpDialog
 from sipp_runner import SippResult, SippRuntime, requires_sipp, run_sipp
 from webhook_server import WebhookServer
 
@@ -68,17 +69,24 @@ def test_cancel_crossing_200_leaks_nothing(
 
 
 def test_retransmitted_invite_starts_one_call(
-    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer
 ) -> None:
     # The server answers after the last retransmission, so every copy of
     # the INVITE reaches the router while the first is still ringing.
     webhooks.reply("/webhook", {"assistantId": "asst-slow"}, delay_seconds=1.5)
 
-    result = place_call(router, "uac-invite-retransmitted.xml", ASK, tmp_path)
+    with UdpDialog(router.sip_port, ASK) as dialog:
+        # RFC 3261 section 17.1.1.2: the same bytes again, 500 ms apart.
+        for _ in range(3):
+            dialog.send(dialog.invite)
+            time.sleep(0.5)
+        answer = dialog.wait_for_final(timeout=10.0)
+        assert answer.status == 200, answer.text
+        dialog.send(dialog.in_dialog("ACK", 1, answer))
+        dialog.send(dialog.in_dialog("BYE", 2, answer))
+        bye_response = dialog.wait_for_final(timeout=5.0, method="BYE")
+        assert bye_response.status == 200, bye_response.text
 
-    assert result.final_status == 200
-    sent_invites = [m for m in result.messages if m.method == "INVITE"]
-    assert len(sent_invites) == 3
     ended_call(router)
     webhooks.wait_for_messages(REPORT)
     time.sleep(1.0)
