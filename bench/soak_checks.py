@@ -49,7 +49,7 @@ class RouteShare:
     bench_path: str
     """The benchmark path whose top rate on the router bounds this route."""
     slots: int = 1
-    """Call slots one call holds during its setup in the soak."""
+    """Call slots one call takes during its setup in the soak."""
     bench_slots: int = 1
     """Call slots one call held on its bench path."""
 
@@ -138,9 +138,9 @@ def check_final_responses(routes: Mapping[str, Results]) -> Results:
     """Check that SIPp counted every placed call as successful or failed.
 
     Each route's JSON carries SIPp's `placed`, `successful` and `failed`
-    counts and `failureReasons`. A call failed by a receive timeout ("no
-    response") or aborted got no final response; a call that got an
-    unexpected final response (a 503 when the router was full) got one.
+    counts and `failureReasons`. A call that failed by a receive timeout
+    ("no response") or was aborted got no final response. A call that got
+    an unexpected final response, such as a 503 from a full router, did.
     """
     placed = sum(route["placed"] for route in routes.values())
     successful = sum(route["successful"] for route in routes.values())
@@ -325,8 +325,29 @@ def passed(results: Results) -> bool:
 
 def render(results: Results) -> str:
     """Return the soak's Markdown report."""
-    verdict = "passed" if passed(results) else "FAILED"
     lines = [
+        *_header_lines(results),
+        *_check_lines(results["checks"]),
+        *_route_lines(results["routes"]),
+        *_log_lines(results["log"]),
+    ]
+    webhooks = results.get("webhooks") or {}
+    lines += [
+        "## Webhooks received",
+        "",
+        f"By type: {_reasons_text(webhooks.get('byType') or {})}.",
+        "",
+        "## Machine",
+        "",
+        _machine_text(results["machine"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _header_lines(results: Results) -> list[str]:
+    verdict = "passed" if passed(results) else "FAILED"
+    return [
         f"# Soak, {results['date']}: {verdict}",
         "",
         f"`{results['command']}`, started {results['started']}, "
@@ -338,50 +359,45 @@ def render(results: Results) -> str:
         "",
         f"**Build limits.** {_limits_text(results.get('limits'))}",
         "",
-        "## Checks",
-        "",
-        "| check | measured | result |",
-        "|---|---|---|",
     ]
-    for check in results["checks"]:
+
+
+def _check_lines(checks: list[Results]) -> list[str]:
+    lines = ["## Checks", "", "| check | measured | result |", "|---|---|---|"]
+    for check in checks:
         mark = "pass" if check["passed"] else "FAIL"
         lines.append(f"| {check['check']} | {check['measured']} | {mark} |")
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _route_lines(routes: Results) -> list[str]:
+    lines = [
         "## Routes",
         "",
         "| route | calls/s | placed | successful | failed | failures |",
         "|---|---|---|---|---|---|",
     ]
-    for route in results["routes"].values():
+    for route in routes.values():
         lines.append(
             f"| {route['title']} | {route['rate']:g} | {route['placed']} | "
             f"{route['successful']} | {route['failed']} | "
             f"{_reasons_text(route.get('failureReasons') or {})} |"
         )
-    lines += ["", "## Log events at warning level and above", ""]
-    for level, counts in results["log"]["events"].items():
+    return [*lines, ""]
+
+
+def _log_lines(log: Results) -> list[str]:
+    lines = ["## Log events at warning level and above", ""]
+    for level, counts in log["events"].items():
         lines.append(f"- {level}: {_reasons_text(counts)}")
     lines += ["", "Expected events:", ""]
-    for event, reason in results["log"]["expected"].items():
+    for event, reason in log["expected"].items():
         lines.append(f"- `{event}`: {reason}")
-    if results["log"]["unparsed"]:
+    if log["unparsed"]:
         lines += ["", "Lines that are not JSON events (first 5):", "", "```"]
-        lines += results["log"]["unparsed"][:5]
+        lines += log["unparsed"][:5]
         lines.append("```")
-    webhooks = results.get("webhooks") or {}
-    lines += [
-        "",
-        "## Webhooks received",
-        "",
-        f"By type: {_reasons_text(webhooks.get('byType') or {})}.",
-        "",
-        "## Machine",
-        "",
-        _machine_text(results["machine"]),
-        "",
-    ]
-    return "\n".join(lines)
+    return [*lines, ""]
 
 
 def _machine_text(machine: Results) -> str:
