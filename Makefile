@@ -3,6 +3,7 @@
 #   make test   install SIPp, espeak-ng, promtool and the test extras, run every test
 #   make demo   place one real call per route of the example config
 #   make bench  install SIPp and Kamailio, run the benchmark (about 15 min)
+#   make soak   run the router for 10 min under mixed routes, check it
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,7 +12,7 @@ CONFIG ?= config/router.example.yaml
 # apt-get needs root; run it through sudo for other users.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test demo bench tools kamailio clean
+.PHONY: run test demo bench soak tools kamailio clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/cozmox-router run -c $(CONFIG)
@@ -25,6 +26,11 @@ demo: tools $(VENV)/.installed-run
 # Writes bench/results/<date>.md; bench/README.md describes the method.
 bench: tools kamailio $(VENV)/.installed-run
 	$(BIN)/python -m bench
+
+# Reads the newest bench/results/<date>.json, writes bench/results/soak-<date>.md
+# and fails when a check fails; bench/README.md describes the checks.
+soak: tools $(VENV)/.installed-run
+	$(BIN)/python -m bench.soak
 
 # SIPp 3.6.1 is Debian's sip-tester package; espeak-ng speaks the prompts
 # of `say` actions, error replies and transfer messages. Only the missing

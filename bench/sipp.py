@@ -145,13 +145,16 @@ class SippCaller:
         *,
         directory: Path,
         trace_latency: bool = False,
+        max_open_calls: int | None = None,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.rate = rate
         self.calls = calls
         self.trace_latency = trace_latency
         self.files = _StepFiles(directory)
-        self.command = _command(load, target, rate, calls, self.files, trace_latency)
+        self.command = _command(
+            load, target, rate, calls, self.files, trace_latency, max_open_calls
+        )
         self.started = time.monotonic()
         with self.files.screen.open("wb") as screen:
             self.process = subprocess.Popen(
@@ -251,12 +254,17 @@ def _command(
     calls: int,
     files: _StepFiles,
     trace_latency: bool,
+    max_open_calls: int | None = None,
 ) -> list[str]:
     hold_seconds = load.hold_ms / 1000
     seconds = calls / rate + hold_seconds
     # -l caps the calls SIPp keeps open. Past the cap SIPp slows down on its
-    # own and would hide an overloaded system, so the cap is set out of reach.
+    # own and would hide an overloaded system, so by default the cap is set
+    # out of reach. `max_open_calls` sets it, for a load that must stay
+    # within the system's concurrent calls.
     open_calls = int(rate * (hold_seconds + RECEIVE_TIMEOUT_MS / 1000)) + 50
+    if max_open_calls is not None:
+        open_calls = max_open_calls
     command = [
         require_sipp(),
         "-sf", str(SCENARIOS / load.scenario),

@@ -411,7 +411,12 @@ class SippRuntime:
 class WebhookServer:
     """The operator's server of `bench/webhook_server.py`, in its own process."""
 
-    def __init__(self, directory: Path, delay_seconds: float) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        delay_seconds: float,
+        reply: dict[str, Any] | None = None,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.output = directory / f"webhook-{self.port}.txt"
@@ -421,6 +426,8 @@ class WebhookServer:
             "--port", str(self.port),
             "--delay-seconds", str(delay_seconds),
         ]  # fmt: skip
+        if reply is not None:
+            command += ["--reply-json", json.dumps(reply)]
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output, stderr=output
@@ -437,6 +444,12 @@ class WebhookServer:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/webhook"
+
+    def counts(self) -> dict[str, Any]:
+        """GET /counts: the messages received by type, and the reported calls."""
+        url = f"http://{LOOPBACK}:{self.port}/counts"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
 
     def stop(self) -> None:
         stop_process(self.process)
