@@ -79,6 +79,11 @@ _EVENT_WAIT_MS = 2
 # ends (a few 20 ms frames), so the hang-up does not cut the last word.
 _PLAYBACK_TAIL_SECONDS = 0.3
 
+# A reserved leg's slot can be held for a moment by an INVITE that pjsua
+# took before the router rejected it, so its dial is retried this long.
+_RESERVED_DIAL_WAIT_SECONDS = 0.5
+_RESERVED_DIAL_RETRY_SECONDS = 0.02
+
 
 class SipEngine:
     """Owns pjsua2 on its own thread and exposes call operations to asyncio."""
@@ -406,9 +411,20 @@ class SipEngine:
     ) -> CallKey:
         """Start an outbound leg to `target`, linked to `peer` for media.
 
-        `reserved` says the caller holds a slot from `reserve_leg()`.
+        `reserved` says the caller holds a slot from `reserve_leg()`. Raises
+        NoCallSlot when no slot is free, for a reserved leg only after
+        retrying for `_RESERVED_DIAL_WAIT_SECONDS`.
         """
-        return await self._submit(self._dial_op, target, headers, peer, reserved)
+        deadline = self._loop.time() + _RESERVED_DIAL_WAIT_SECONDS
+        while True:
+            try:
+                return await self._submit(
+                    self._dial_op, target, headers, peer, reserved
+                )
+            except NoCallSlot:
+                if not reserved or self._loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(_RESERVED_DIAL_RETRY_SECONDS)
 
     async def play(self, key: CallKey, wav_path: str) -> None:
         """Answer if needed, play a WAV file to the caller, return at its end.
