@@ -8,23 +8,13 @@ message, which `messages()` parses.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import LOOPBACK, free_port, is_port_free
-from sipp_runner import (
-    SCENARIOS,
-    SipMessage,
-    _common_arguments,
-    _read,
-    _stop_process,
-    parse_message_file,
-    require_sipp,
-)
+from harness import LOOPBACK
+from sipp_runner import SipMessage, SippServer, _read, parse_message_file
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,7 @@ class RegisterLine:
     fields: dict[str, str]
 
 
-class SippRegistrar:
+class SippRegistrar(SippServer):
     """A SIPp registrar on a free port, stopped by its PID.
 
     `keys` become `-key NAME VALUE` arguments (user, pass, expires). With
@@ -47,51 +37,11 @@ class SippRegistrar:
     """
 
     def __init__(self, scenario: str, directory: Path, keys: dict[str, str]) -> None:
-        self.port = free_port()
-        name = f"{Path(scenario).stem}-{self.port}"
-        self.log_file = directory / f"{name}.log"
-        self.message_file = directory / f"{name}.messages"
-        self.error_file = directory / f"{name}.errors"
-        self.screen_file = directory / f"{name}.screen"
         key_arguments = [
             part for key, value in keys.items() for part in ("-key", key, value)
         ]
-        command = [
-            require_sipp(),
-            "-sf", str(SCENARIOS / scenario),
-            *_common_arguments(self.port),
-            "-m", "100",
-            "-aa",
-            *key_arguments,
-            "-trace_logs", "-log_file", str(self.log_file),
-            "-trace_msg", "-message_file", str(self.message_file),
-            "-trace_err", "-error_file", str(self.error_file),
-        ]  # fmt: skip
-        with self.screen_file.open("wb") as screen:
-            self.process = subprocess.Popen(
-                command,
-                cwd=directory,
-                stdin=subprocess.DEVNULL,
-                stdout=screen,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_until_bound()
-
-    def _wait_until_bound(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"SIPp registrar exited with status {self.process.returncode}:"
-                    f"\n{_read(self.screen_file)[-2000:]}{_read(self.error_file)}"
-                )
-            if not is_port_free(socket.SOCK_DGRAM, self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(
-            f"SIPp registrar did not bind UDP {self.port} in {timeout} s"
-        )
+        arguments = ["-m", "100", "-aa", *key_arguments]
+        super().__init__(scenario, directory, "registrar", arguments)
 
     @property
     def address(self) -> str:
@@ -139,7 +89,3 @@ class SippRegistrar:
     def messages(self) -> list[SipMessage]:
         """Return every message traced so far."""
         return parse_message_file(_read(self.message_file))
-
-    def stop(self) -> None:
-        """Stop SIPp by its PID: SIGTERM, then SIGKILL after 5 s."""
-        _stop_process(self.process)

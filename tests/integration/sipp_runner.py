@@ -336,20 +336,32 @@ class RuntimeInvite:
         return self.headers.get(name, "")
 
 
-class SippRuntime:
-    """The assistant runtime: a SIPp UAS on a free port, stopped by its PID."""
+class SippServer:
+    """A SIPp process that listens on a free UDP port, stopped by its PID.
 
-    def __init__(self, scenario: str, directory: Path, calls: int = 50) -> None:
+    `role` names it in errors and `extra_arguments` follow the common ones.
+    The constructor returns once SIPp has bound its port.
+    """
+
+    def __init__(
+        self,
+        scenario: str,
+        directory: Path,
+        role: str,
+        extra_arguments: list[str],
+    ) -> None:
         self.port = free_port()
-        self.log_file = directory / f"runtime-{self.port}.log"
-        self.message_file = directory / f"runtime-{self.port}.messages"
-        self.error_file = directory / f"runtime-{self.port}.errors"
-        self.screen_file = directory / f"runtime-{self.port}.screen"
+        self.role = role
+        name = f"{Path(scenario).stem}-{self.port}"
+        self.log_file = directory / f"{name}.log"
+        self.message_file = directory / f"{name}.messages"
+        self.error_file = directory / f"{name}.errors"
+        self.screen_file = directory / f"{name}.screen"
         command = [
             require_sipp(),
             "-sf", str(SCENARIOS / scenario),
             *_common_arguments(self.port),
-            "-m", str(calls),
+            *extra_arguments,
             "-trace_logs", "-log_file", str(self.log_file),
             "-trace_msg", "-message_file", str(self.message_file),
             "-trace_err", "-error_file", str(self.error_file),
@@ -364,23 +376,36 @@ class SippRuntime:
             )
         self._wait_until_bound()
 
-    @property
-    def uri(self) -> str:
-        return f"sip:runtime@{LOOPBACK}:{self.port}"
-
     def _wait_until_bound(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"SIPp runtime exited with status {self.process.returncode}:\n"
-                    f"{_read(self.screen_file)[-2000:]}{_read(self.error_file)}"
+                    f"SIPp {self.role} exited with status {self.process.returncode}:"
+                    f"\n{_read(self.screen_file)[-2000:]}{_read(self.error_file)}"
                 )
             if not is_port_free(socket.SOCK_DGRAM, self.port):
                 return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"SIPp runtime did not bind UDP {self.port} in {timeout} s")
+        raise RuntimeError(
+            f"SIPp {self.role} did not bind UDP {self.port} in {timeout} s"
+        )
+
+    def stop(self) -> None:
+        """Stop SIPp by its PID: SIGTERM, then SIGKILL after 5 s."""
+        _stop_process(self.process)
+
+
+class SippRuntime(SippServer):
+    """The assistant runtime, or a destination that the router dials."""
+
+    def __init__(self, scenario: str, directory: Path, calls: int = 50) -> None:
+        super().__init__(scenario, directory, "runtime", ["-m", str(calls)])
+
+    @property
+    def uri(self) -> str:
+        return f"sip:runtime@{LOOPBACK}:{self.port}"
 
     def invites(self) -> list[RuntimeInvite]:
         """Return the INVITEs received so far, from the scenario's log lines."""
@@ -406,10 +431,6 @@ class SippRuntime:
             f"runtime received {len(self.invites())} INVITEs, expected {count} "
             f"within {timeout} s; its errors:\n{_read(self.error_file)[-2000:]}"
         )
-
-    def stop(self) -> None:
-        """Stop SIPp by its PID: SIGTERM, then SIGKILL after 5 s."""
-        _stop_process(self.process)
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
