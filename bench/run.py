@@ -129,7 +129,7 @@ class Bench:
     def run_probe(
         self, path: BenchPath, name: str, rate: float, calls: int | None
     ) -> dict[str, Any]:
-        """Run one traced step at `rate` on one system, after its idle CPU."""
+        """Measure one system's idle CPU, then run one traced step at `rate`."""
         _say(f"== probe: {path.title} on {name} at {rate:g} calls/s")
         if calls is not None:
             path = replace(path, step_seconds=calls / rate, min_calls=calls)
