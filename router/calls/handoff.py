@@ -114,7 +114,7 @@ class Connector:
         if not 200 <= status.status_code < 300:
             call.log.warning("call.refer_failed", status=status.status_code)
             return False
-        call.log.info("call.referred", status=status.status_code)
+        call.log.debug("call.referred", status=status.status_code)
         with contextlib.suppress(CallGone):
             await self._engine.hangup(key)
         return True
@@ -126,7 +126,7 @@ class Connector:
         leg = await self._dial(call, target, headers)
         await self.answer(call)
         call.set_state(CallState.IN_PROGRESS)
-        call.log.info("call.bridged", leg_slot=leg.slot)
+        call.log.debug("call.bridged", leg_slot=leg.slot)
         return await self._engine.ended(call.invite.key)
 
     async def _dial(

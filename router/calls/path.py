@@ -254,7 +254,7 @@ class CallPath:
         self.calls[call.id] = call
         # Until the trunk is known the sender may be anyone, so nothing of
         # the call but its source and Call-ID is logged.
-        call.log.info("call.received", transport=invite.transport)
+        call.log.debug("call.received", transport=invite.transport)
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
@@ -297,14 +297,14 @@ class CallPath:
         """Step 2: the source address must belong to an inbound gateway."""
         host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
-        call.log.info(
+        call.masked_caller = mask_number(
+            call.caller_number or "", routing.config.router.mask_caller_numbers
+        )
+        call.log.debug(
             "call.trunk_matched",
             trunks=[t.id for t in call.trunks],
             dialled=call.dialled_number,
-            caller=mask_number(
-                call.caller_number or "",
-                routing.config.router.mask_caller_numbers,
-            ),
+            caller=call.masked_caller,
         )
 
     def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
@@ -315,7 +315,7 @@ class CallPath:
         call.number = number
         call.trunk = routing.config.trunk(number.credential_id)
         call.bind(number_id=number.id, trunk=number.credential_id)
-        call.log.info("call.number_found")
+        call.log.debug("call.number_found")
         return number
 
     def _check_status(self, call: CallRecord, number: PhoneNumber) -> None:
@@ -375,7 +375,7 @@ class CallPath:
             sip_headers=call.invite.x_headers,
         )
         reply = await self._assistant_requests.request(request, server, config)
-        call.log.info("call.assistant_request_replied", reply=_reply_kind(reply))
+        call.log.debug("call.assistant_request_replied", reply=_reply_kind(reply))
         return reply
 
     async def _hand_off(self, call: CallRecord, config: Config, route: Route) -> None:
