@@ -26,7 +26,12 @@ from router.config import (
     SipDestination,
     SipTrunkCredential,
 )
-from router.errors import RuntimeRejected, RuntimeUnreachable, TransferFailed
+from router.errors import (
+    FinalResponse,
+    RuntimeRejected,
+    RuntimeUnreachable,
+    TransferFailed,
+)
 from router.routing import ended_reasons
 from router.routing.decision import Route
 from router.sip.engine import CallGone, DialFailed, LegEnded, NoCallSlot, SipEngine
@@ -51,7 +56,8 @@ class Connector:
 
     async def hand_off(self, call: CallRecord, runtime: Any, route: Route) -> str:
         """Hand the call to the runtime; return the call's endedReason."""
-        headers = _runtime_headers(call, route)
+        number_id = call.number.id if call.number else ""
+        headers = _runtime_headers(call.id, number_id, route)
         if runtime.mode == "redirect":
             await self._redirect(call, _uri_with_headers(runtime.uri, headers))
             return HANDED_OFF
@@ -91,6 +97,9 @@ class Connector:
     async def _redirect(self, call: CallRecord, contact: str) -> None:
         call.mark_decided()
         call.sip_status = 302
+        if call.invite.pre_rejected == 302:
+            # The engine sent this 302 when the INVITE came in.
+            return
         await self._engine.redirect(call.invite.key, contact)
 
     async def _refer(
@@ -204,10 +213,21 @@ def may_dial(config: Config, number: PhoneNumber) -> bool:
     )
 
 
-def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:
+def redirect_response(
+    runtime_uri: str, call_id: str, number_id: str, route: Route
+) -> FinalResponse:
+    """Build the 302 that hands a call on a static route to the runtime."""
+    headers = _runtime_headers(call_id, number_id, route)
+    contact = _uri_with_headers(runtime_uri, headers)
+    return FinalResponse(302, "Moved Temporarily", [("Contact", f"<{contact}>")])
+
+
+def _runtime_headers(
+    call_id: str, number_id: str, route: Route
+) -> list[tuple[str, str]]:
     return [
-        ("X-Cozmox-Call-Id", call.id),
-        ("X-Cozmox-Phone-Number-Id", call.number.id if call.number else ""),
+        ("X-Cozmox-Call-Id", call_id),
+        ("X-Cozmox-Phone-Number-Id", number_id),
         (route.header_name, route.header_value),
     ]
 

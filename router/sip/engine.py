@@ -575,7 +575,11 @@ class SipEngine:
             # Reject at once, without waiting for asyncio, so a burst frees
             # its slots before the next INVITE meets pjsua's own 486. The
             # call path still logs and counts the call.
-            invite = dataclasses.replace(invite, pre_rejected=response.status)
+            invite = dataclasses.replace(
+                invite,
+                pre_rejected=response.status,
+                router_call_id=verdict.call_id if verdict else None,
+            )
             self._ops.put(
                 lambda: self._hangup_quietly(key, response.status, response.headers)
             )
