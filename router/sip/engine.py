@@ -72,7 +72,14 @@ from router.sip.sockets import SocketBudget
 
 log = structlog.get_logger(__name__)
 
+# How long one libHandleEvents() may wait for a packet or timer, which is
+# also how long an operation queued by asyncio may wait to run: pjsua2 can
+# only wait on its own sockets, so nothing else wakes it. See
+# `SipEngine._event_wait_ms`. An INVITE wakes the thread at once whatever
+# the wait.
+_SETUP_EVENT_WAIT_MS = 1
 _EVENT_WAIT_MS = 2
+_IDLE_EVENT_WAIT_MS = 10
 # Audio left in the conference bridge and the RTP stream when the WAV file
 # ends (a few 20 ms frames), so the hang-up does not cut the last word.
 _PLAYBACK_TAIL_SECONDS = 0.3
@@ -170,7 +177,7 @@ class SipEngine:
         self._started.set()
         try:
             while self._running:
-                self._endpoint.libHandleEvents(_EVENT_WAIT_MS)
+                self._endpoint.libHandleEvents(self._event_wait_ms())
                 self._run_queued_operations()
         finally:
             self._destroy_library()
@@ -181,6 +188,20 @@ class SipEngine:
             self._calls.clear()
             self._account = None
             self._run_queued_operations()
+
+    def _event_wait_ms(self) -> int:
+        """Return how long the next libHandleEvents() may wait.
+
+        A call before its answer waits for operations (180, 302, dial,
+        200), so they should run soon. Answered calls need few, and their
+        RTP wakes the thread anyway. With no call at all, the thread wakes
+        least often, so an idle router spends little CPU.
+        """
+        if not self._calls:
+            return _IDLE_EVENT_WAIT_MS
+        if any(not leg.answered for leg in self._calls.values()):
+            return _SETUP_EVENT_WAIT_MS
+        return _EVENT_WAIT_MS
 
     def _create_library(self) -> None:
         endpoint = RouterEndpoint(self)
