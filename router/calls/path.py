@@ -216,7 +216,12 @@ class CallPath:
         call = self._receive(invite, routing.config)
         self._metrics.active_calls.inc()
         try:
-            await self._route_until_caller_leaves(call, routing)
+            if invite.pre_rejected:
+                # The engine sent the final response already, so no CANCEL
+                # can race the steps, which only log, count and report.
+                await self._run_steps(call, routing)
+            else:
+                await self._route_until_caller_leaves(call, routing)
         except RouterError as error:
             await self._fail_well(call, error)
         except Exception as error:  # noqa: BLE001 - a bug must not drop the call
