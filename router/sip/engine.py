@@ -592,19 +592,23 @@ class SipEngine:
         if self.slots_used >= self.limits.max_calls:
             # This INVITE took the last, spare slot.
             response = final_response(ConcurrencyLimitReached())
-        if response is not None:
-            # Reject at once, without waiting for asyncio, so a burst frees
-            # its slots before the next INVITE meets pjsua's own 486. The
-            # call path still logs and counts the call.
-            invite = dataclasses.replace(
-                invite,
-                pre_rejected=response.status,
-                router_call_id=verdict.call_id if verdict else None,
-            )
-            self._ops.put(
-                lambda: self._hangup_quietly(key, response.status, response.headers)
-            )
+        if response is None:
+            self._post(self.on_invite, invite)
+            return
+        invite = dataclasses.replace(
+            invite,
+            pre_rejected=response.status,
+            router_call_id=verdict.call_id if verdict else None,
+        )
         self._post(self.on_invite, invite)
+        # Answer inside this callback, as the bare pjsua2 responder does, so
+        # the call frees its slot before the next INVITE of a burst is read:
+        # queued, the response waited until libHandleEvents() returned, and
+        # INVITEs read in the same poll met the router's 503 or pjsua's 486.
+        # The leg's DISCONNECTED state arrives inside this call and removes
+        # it from the table; `call` keeps the Call alive until this returns.
+        # The call path still logs, counts and reports the call.
+        self._hangup_quietly(key, response.status, response.headers)
 
     def _on_select_account(self, prm: pj.OnSelectAccountParam) -> None:
         """Pick the account, so the media transport, of a new request."""
