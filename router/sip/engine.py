@@ -608,7 +608,18 @@ class SipEngine:
         # The leg's DISCONNECTED state arrives inside this call and removes
         # it from the table; `call` keeps the Call alive until this returns.
         # The call path still logs, counts and reports the call.
-        self._hangup_quietly(key, response.status, response.headers)
+        # pjsua defers a response given inside this callback until it
+        # returns. Its deferred hangup() drops the extra headers (Contact,
+        # Reason, Retry-After), while a deferred answer() keeps them.
+        leg = self._calls[key.slot]
+        leg.hanging_up = True
+        try:
+            call.answer(call_op(response.status, None, response.headers))
+        except pj.Error:
+            leg.hanging_up = False
+            self._ops.put(
+                lambda: self._hangup_quietly(key, response.status, response.headers)
+            )
 
     def _on_select_account(self, prm: pj.OnSelectAccountParam) -> None:
         """Pick the account, so the media transport, of a new request."""
