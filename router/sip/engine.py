@@ -601,9 +601,9 @@ class SipEngine:
             router_call_id=verdict.call_id if verdict else None,
         )
         self._post(self.on_invite, invite)
-        # Answer inside this callback, as the bare pjsua2 responder does, so
-        # the call frees its slot before the next INVITE of a burst is read:
-        # queued, the response waited until libHandleEvents() returned, and
+        # Respond inside this callback, as the bare pjsua2 responder does, so
+        # the call frees its slot before the next INVITE of a burst is read.
+        # A queued response waited until libHandleEvents() returned, and the
         # INVITEs read in the same poll met the router's 503 or pjsua's 486.
         # The leg's DISCONNECTED state arrives inside this call and removes
         # it from the table; `call` keeps the Call alive until this returns.
