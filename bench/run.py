@@ -126,6 +126,35 @@ class Bench:
         ladder = LadderResult(steps=[step], top=rate if step.clean else None)
         return _system_json(system, ladder, step, None, crashes, [("smoke", step)])
 
+    def run_probe(
+        self, path: BenchPath, name: str, rate: float, calls: int | None
+    ) -> dict[str, Any]:
+        """Measure one system's idle CPU, then run one traced step at `rate`."""
+        _say(f"== probe: {path.title} on {name} at {rate:g} calls/s")
+        if calls is not None:
+            path = replace(path, step_seconds=calls / rate, min_calls=calls)
+        with self._helpers(path) as setup:
+            system = self._make_system(name, setup, path.key)
+            system.start()
+            _say(f"   pid {system.pid}")
+            try:
+                idle = self._idle_fraction(system, fresh=True)
+                step = self._step(system, path, rate, [], "probe", trace=True)
+            finally:
+                system.stop()
+        idle_ms = 1000 * idle * step.wall_seconds / max(1, step.offered)
+        net = step.cpu_ms_per_call - idle_ms
+        latency = step.as_json()["latencyMs"] or {}
+        _say(
+            f"   net CPU {net:.3f} ms/call, setup p50 {latency.get('p50')} ms, "
+            f"p99 {latency.get('p99')} ms"
+        )
+        return {
+            "idleCpuFraction": round(idle, 4),
+            "netCpuMsPerCall": round(net, 3),
+            **step.as_json(),
+        }
+
     def _measure(self, system: System, path: BenchPath) -> dict[str, Any]:
         idle = self._idle_fraction(system, fresh=path.fresh_idle)
         if isinstance(system, RouterSystem) and self.limits is None:
@@ -405,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.render is not None:
         return render_again(arguments.render)
     require_sipp()
+    if arguments.rate is not None:
+        return run_probe(arguments)
     systems = tuple(arguments.systems or (SMOKE_SYSTEMS if arguments.smoke else ()))
     systems = systems or (ROUTER, BARE, KAMAILIO)
     budget = Budget(arguments.budget_minutes)
@@ -428,6 +459,31 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(results)
     _write(arguments.results_dir, results, text)
     print(text)
+    if not arguments.keep_files:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def run_probe(arguments: argparse.Namespace) -> int:
+    """Run one step at `--rate` per chosen path and system; print it as JSON.
+
+    Nothing is written to the results folder: a probe is for comparing a
+    change before and after, not a benchmark record.
+    """
+    systems = tuple(arguments.systems or (ROUTER,))
+    paths = [path for path in FULL_PATHS if path.key in arguments.parts]
+    workdir = Path(tempfile.mkdtemp(prefix="cozmox-bench-"))
+    _say(f"working files in {workdir}")
+    bench = Bench(workdir, Budget(arguments.budget_minutes))
+    results = {
+        path.key: {
+            name: bench.run_probe(path, name, arguments.rate, arguments.calls)
+            for name in systems
+            if name in path.systems
+        }
+        for path in paths
+    }
+    print(json.dumps(results, indent=1))
     if not arguments.keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -485,6 +541,18 @@ def _parser() -> argparse.ArgumentParser:
         default=PARTS,
         metavar="PART",
         help=f"what to run, of {', '.join(PARTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="probe: one traced step at this many calls/s on each chosen path "
+        "(--parts) and system (--systems, default router); prints JSON and "
+        "writes no results file",
+    )
+    parser.add_argument(
+        "--calls",
+        type=int,
+        help="probe: calls in the step (default: the path's step length at --rate)",
     )
     parser.add_argument(
         "--results-dir",

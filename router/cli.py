@@ -109,7 +109,7 @@ def _run(arguments: argparse.Namespace) -> int:
     from router.app import StartupError, run
     from router.logs import configure_logging
 
-    configure_logging(config.router.log_format)
+    configure_logging(config.router.log_format, config.router.log_level)
     try:
         asyncio.run(run(config, arguments.config))
     except ConfigError as error:

@@ -6,6 +6,7 @@ standard library's `logging` (aiohttp's own loggers) pass through the same
 redaction and renderer, so the output has one format.
 """
 
+import functools
 import logging
 import re
 import sys
@@ -48,6 +49,15 @@ _AUTHORIZATION_LINE = re.compile(
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)[ \t]+[A-Za-z0-9._~+/-]{8,}=*")
 _DIGEST = re.compile(r"(?i)\b(digest)[ \t]+\w+[ \t]*=[^\r\n]*")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+# Each of the four patterns above needs one of the words authorization,
+# bearer, basic or digest, or `://`, so text without any of them is logged
+# as it is (`_may_hold_credential`). Most logged strings are ids and names,
+# and for them that check costs far less than four substitutions. Non-ASCII
+# text is checked with the patterns' own flags, because under IGNORECASE a
+# look-alike such as the long s in "baſic" matches `basic`.
+_MAY_HOLD_CREDENTIAL = re.compile(r"(?i)authorization|bearer|basic|digest|://")
+# Values of these types are logged as they are, without any check.
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -62,16 +72,24 @@ def is_secret_key(key: object) -> bool:
     """Return whether a mapping key is named like a password, secret or token."""
     if not isinstance(key, str):
         return False
+    return _is_secret_name(key)
 
+
+# Log events use a few dozen keys over and over. The cache is bounded because
+# nested mappings, such as a call's X- headers, bring keys from outside.
+@functools.lru_cache(maxsize=1024)
+def _is_secret_name(key: str) -> bool:
     normalized = _NON_ALPHANUMERIC.sub("", key.lower())
     return normalized.endswith(_SECRET_KEY_SUFFIXES)
 
 
 def _redact_value(value: Any) -> Any:
-    if isinstance(value, SecretStr | SecretBytes):
-        return REDACTED
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
     if isinstance(value, Mapping):
         return {
             key: REDACTED if is_secret_key(key) else _redact_value(item)
@@ -101,12 +119,25 @@ def redact_text(text: str) -> str:
     Covers Authorization and Proxy-Authorization header lines, `Bearer`,
     `Basic` and `Digest` credentials, and `user:password@` in URLs.
     """
-    if not text:
+    if not text or not _may_hold_credential(text):
         return text
     text = _AUTHORIZATION_LINE.sub(rf"\1 {REDACTED}", text)
     text = _CREDENTIAL.sub(rf"\1 {REDACTED}", text)
     text = _DIGEST.sub(rf"\1 {REDACTED}", text)
     return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+
+
+def _may_hold_credential(text: str) -> bool:
+    if text.isascii():
+        lowered = text.lower()
+        return (
+            "authorization" in lowered
+            or "bearer" in lowered
+            or "basic" in lowered
+            or "digest" in lowered
+            or "://" in lowered
+        )
+    return _MAY_HOLD_CREDENTIAL.search(text) is not None
 
 
 def redact_secrets(

@@ -28,6 +28,7 @@ RESTART_ONLY_SETTINGS = (
     (("http", "host"), "router.http.host"),
     (("http", "port"), "router.http.port"),
     (("log_format",), "router.logFormat"),
+    (("log_level",), "router.logLevel"),
 )
 
 
@@ -83,6 +84,7 @@ def keep_restart_only_settings(old: Config, new: Config) -> tuple[Config, list[s
             "sip": old.router.sip,
             "http": http,
             "log_format": old.router.log_format,
+            "log_level": old.router.log_level,
         }
     )
     return new.model_copy(update={"router": router}), changed

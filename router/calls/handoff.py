@@ -30,6 +30,7 @@ from router.config import (
 )
 from router.errors import (
     AckTimedOut,
+    FinalResponse,
     NoSdpAnswer,
     RuntimeRejected,
     RuntimeUnreachable,
@@ -60,7 +61,8 @@ class Connector:
 
     async def hand_off(self, call: CallRecord, runtime: Any, route: Route) -> str:
         """Hand the call to the runtime; return the call's endedReason."""
-        headers = _runtime_headers(call, route)
+        number_id = call.number.id if call.number else ""
+        headers = _runtime_headers(call.id, number_id, route)
         if runtime.mode == "redirect":
             await self._redirect(call, _uri_with_headers(runtime.uri, headers))
             return HANDED_OFF
@@ -104,6 +106,9 @@ class Connector:
     async def _redirect(self, call: CallRecord, contact: str) -> None:
         call.mark_decided()
         call.sip_status = 302
+        if call.invite.pre_rejected == 302:
+            # The engine sent this 302 when the INVITE came in.
+            return
         await self._engine.redirect(call.invite.key, contact)
 
     async def _refer(
@@ -132,7 +137,7 @@ class Connector:
             self._count_transfer("dial", "bridged")
         await self.answer(call)
         call.set_state(CallState.IN_PROGRESS)
-        call.log.info("call.bridged", leg_slot=leg.slot)
+        call.log.debug("call.bridged", leg_slot=leg.slot)
         return await self._engine.ended(call.invite.key)
 
     async def _dial(
@@ -236,10 +241,21 @@ def may_dial(config: Config, number: PhoneNumber) -> bool:
     )
 
 
-def _runtime_headers(call: CallRecord, route: Route) -> list[tuple[str, str]]:
+def redirect_response(
+    runtime_uri: str, call_id: str, number_id: str, route: Route
+) -> FinalResponse:
+    """Build the 302 that hands a call on a static route to the runtime."""
+    headers = _runtime_headers(call_id, number_id, route)
+    contact = _uri_with_headers(runtime_uri, headers)
+    return FinalResponse(302, "Moved Temporarily", [("Contact", f"<{contact}>")])
+
+
+def _runtime_headers(
+    call_id: str, number_id: str, route: Route
+) -> list[tuple[str, str]]:
     return [
-        ("X-Cozmox-Call-Id", call.id),
-        ("X-Cozmox-Phone-Number-Id", call.number.id if call.number else ""),
+        ("X-Cozmox-Call-Id", call_id),
+        ("X-Cozmox-Phone-Number-Id", number_id),
         (route.header_name, route.header_value),
     ]
 

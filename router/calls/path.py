@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 import structlog
 
 from router.calls.actions import ENDING_HOOK, RINGING_HOOK, CallActions
-from router.calls.handoff import Connector, may_dial, release_leg
+from router.calls.handoff import Connector, may_dial, redirect_response, release_leg
 from router.calls.hooks import ending_action, ringing_action
 from router.calls.record import CallRecord, CallState
 from router.calls.reports import CallReports
@@ -155,9 +156,11 @@ class CallPath:
         """Decide what an INVITE needs before pjsua creates its media.
 
         Runs on the pjsua2 owner thread and only reads. A verdict of steps
-        2 to 4 is sent at once; a call that can only be redirected needs no
-        RTP sockets. `handle()` later runs the same steps for the logs and
-        metrics and reaches the same verdict.
+        2 to 4 is sent at once, and so is the 302 of a static route in
+        `redirect` mode (`_static_redirect`). A call that can only be
+        redirected needs no RTP sockets. `handle()` later runs the same
+        steps for the logs, metrics and webhooks and reaches the same
+        verdict.
         """
         if self.draining:
             return InviteVerdict(media=False)
@@ -178,7 +181,36 @@ class CallPath:
             check_status(number)
         except CallRejected as verdict:
             return InviteVerdict(media=False, final=final_response(verdict))
+        redirect = self._static_redirect(request, routing.config, number)
+        if redirect is not None:
+            return redirect
         return InviteVerdict(media=_may_dial(routing.config, number))
+
+    def _static_redirect(
+        self, request: SipRequest, config: Config, number: PhoneNumber
+    ) -> InviteVerdict | None:
+        """Return the 302 verdict of a call that can only be redirected.
+
+        That is a static route with `router.runtime.mode: redirect`, no hook
+        and nothing that step 1 would reject. Any other call is left to
+        `handle()`.
+        """
+        if config.router.runtime.mode != "redirect" or number.hooks:
+            return None
+        route = static_route(number)
+        if route is None:
+            return None
+        # Step 1's checks, which `_check_admission` makes again.
+        if len(self._tasks) >= config.router.max_concurrent_calls:
+            return None
+        content_length = request.content_length()
+        if content_length is not None and len(request.body) < content_length:
+            return None
+        call_id = str(uuid.uuid4())
+        response = redirect_response(
+            config.router.runtime.uri, call_id, number.id, route
+        )
+        return InviteVerdict(media=False, final=response, call_id=call_id)
 
     # ----- the path -------------------------------------------------------------
 
@@ -188,7 +220,12 @@ class CallPath:
         call = self._receive(invite, routing.config)
         self._metrics.active_calls.inc()
         try:
-            await self._route_until_caller_leaves(call, routing)
+            if invite.pre_rejected:
+                # The engine sent the final response already, so no CANCEL
+                # can race the steps, which only log, count and report.
+                await self._run_steps(call, routing)
+            else:
+                await self._route_until_caller_leaves(call, routing)
         except RouterError as error:
             await self._fail_well(call, error)
         except Exception as error:  # noqa: BLE001 - a bug must not drop the call
@@ -227,6 +264,9 @@ class CallPath:
         self._identify_trunk(call, routing)
         number = self._find_number(call, routing)
         self._check_status(call, number)
+        if call.invite.pre_rejected == 302:
+            await self._record_static_redirect(call, routing.config, number)
+            return
         if call.invite.pre_rejected:
             # The engine rejected it from a config that a reload replaced.
             raise RouterFault("rejected before a config reload, routable after")
@@ -239,6 +279,21 @@ class CallPath:
         except CallFailed as failure:
             await self._fall_back(call, number, failure)
 
+    async def _record_static_redirect(
+        self, call: CallRecord, config: Config, number: PhoneNumber
+    ) -> None:
+        """Record steps 5 and 7 of a call that the engine redirected at once.
+
+        The 302 is out already, so only the states, webhooks and metrics
+        follow: no 180 goes out.
+        """
+        route = static_route(number)
+        if route is None or config.router.runtime.mode != "redirect" or number.hooks:
+            raise RouterFault("redirected before a config reload, routed after it")
+        self._metrics.sip_invites_accepted.labels(transport=call.invite.transport).inc()
+        call.set_state(CallState.RINGING)
+        await self._hand_off(call, config, route)
+
     def _receive(self, invite: InboundInvite, config: Config) -> CallRecord:
         """Step 1: count the INVITE and open the call's record."""
         self._metrics.sip_invites_received.labels(transport=invite.transport).inc()
@@ -250,6 +305,8 @@ class CallPath:
             src=f"{invite.source_ip}:{invite.source_port}",
         )
         call = CallRecord(invite=invite, log=bound, on_state=self._reports.on_state)
+        if invite.router_call_id is not None:
+            call.id = invite.router_call_id
         call.bind(call_id=call.id)
         call.caller_uri = address_uri(invite.from_header)
         call.caller_name = display_name(invite.from_header)
@@ -258,7 +315,7 @@ class CallPath:
         self.calls[call.id] = call
         # Until the trunk is known the sender may be anyone, so nothing of
         # the call but its source and Call-ID is logged.
-        call.log.info("call.received", transport=invite.transport)
+        call.log.debug("call.received", transport=invite.transport)
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
@@ -301,14 +358,14 @@ class CallPath:
         """Step 2: the source address must belong to an inbound gateway."""
         host = uri_host(call.invite.request_uri)
         call.trunks = routing.table.match_trunks(call.invite.source_ip, host)
-        call.log.info(
+        call.masked_caller = mask_number(
+            call.caller_number or "", routing.config.router.mask_caller_numbers
+        )
+        call.log.debug(
             "call.trunk_matched",
             trunks=[t.id for t in call.trunks],
             dialled=call.dialled_number,
-            caller=mask_number(
-                call.caller_number or "",
-                routing.config.router.mask_caller_numbers,
-            ),
+            caller=call.masked_caller,
         )
 
     def _find_number(self, call: CallRecord, routing: Routing) -> PhoneNumber:
@@ -319,7 +376,7 @@ class CallPath:
         call.number = number
         call.trunk = routing.config.trunk(number.credential_id)
         call.bind(number_id=number.id, trunk=number.credential_id)
-        call.log.info("call.number_found")
+        call.log.debug("call.number_found")
         return number
 
     def _check_status(self, call: CallRecord, number: PhoneNumber) -> None:
@@ -379,7 +436,7 @@ class CallPath:
             sip_headers=call.invite.x_headers,
         )
         reply = await self._assistant_requests.request(request, server, config)
-        call.log.info("call.assistant_request_replied", reply=_reply_kind(reply))
+        call.log.debug("call.assistant_request_replied", reply=_reply_kind(reply))
         return reply
 
     async def _hand_off(self, call: CallRecord, config: Config, route: Route) -> None:

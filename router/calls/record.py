@@ -62,16 +62,18 @@ class CallRecord:
     dialled_number: str | None = None
     caller_name: str | None = None
     caller_uri: str | None = None
+    masked_caller: str | None = None
+    """The caller number as logs show it, set once the trunk is known."""
     on_state: Callable[[CallRecord], None] = field(
         default=lambda call: None, repr=False, compare=False
     )
 
     def set_state(self, state: CallState, **fields: Any) -> None:
-        """Move the call to `state` and log the transition once."""
+        """Move the call to `state` and log the transition once, at debug."""
         if state is self.state:
             return
         previous, self.state = self.state, state
-        self.log.info(
+        self.log.debug(
             "call.state", state=state.value, previous=previous.value, **fields
         )
         self.on_state(self)

@@ -59,7 +59,7 @@ async def wait_for_refer_result(
         return ReferResult.TIMED_OUT
 
     if 200 <= status.status_code < 300:
-        call.log.info("call.referred", status=status.status_code)
+        call.log.debug("call.referred", status=status.status_code)
         return ReferResult.TRANSFERRED
     result = ReferResult.NOTIFY_FAILED if accepted else ReferResult.REJECTED
     call.log.warning(

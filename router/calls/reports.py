@@ -78,6 +78,8 @@ class CallReports:
             setup_ms=round(call.setup_seconds() * 1000, 1),
             duration_seconds=round(duration, 3) if duration is not None else None,
             destination=call.destination.get("type") if call.destination else None,
+            transport=call.invite.transport,
+            **_caller_fields(call),
         )
 
     def choose_assistant_server(self, call: CallRecord) -> None:
@@ -98,3 +100,14 @@ class CallReports:
                 self._delivery.send(call.id, build(), server)
         except Exception:  # noqa: BLE001 - a report must never fail the call
             call.log.exception("webhook.queue_failed")
+
+
+def _caller_fields(call: CallRecord) -> dict[str, Any]:
+    """Return the dialled and masked caller numbers once the trunk is known.
+
+    A call from an unknown source logs nothing of itself but its source and
+    Call-ID.
+    """
+    if not call.reached_number_lookup:
+        return {}
+    return {"dialled": call.dialled_number, "caller": call.masked_caller}

@@ -126,4 +126,7 @@ class RouterSettings(ConfigModel):
     speech: SpeechSettings = SpeechSettings()
     log_format: Literal["auto", "json", "console"] = "auto"
     """auto: console on a terminal, JSON lines otherwise."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The lowest level logged. A call's steps are logged at debug, and its
+    `call.ended` summary at info (warning when it was rejected or failed)."""
     mask_caller_numbers: bool = True

@@ -74,7 +74,14 @@ from router.sip.sockets import SocketBudget
 
 log = structlog.get_logger(__name__)
 
+# How long one libHandleEvents() may wait for a packet or timer, which is
+# also how long an operation queued by asyncio may wait to run: pjsua2 can
+# only wait on its own sockets, so nothing else wakes it. See
+# `SipEngine._event_wait_ms`. An INVITE wakes the thread at once whatever
+# the wait.
+_SETUP_EVENT_WAIT_MS = 1
 _EVENT_WAIT_MS = 2
+_IDLE_EVENT_WAIT_MS = 10
 # Audio left in the conference bridge and the RTP stream when the WAV file
 # ends (a few 20 ms frames), so the hang-up does not cut the last word.
 _PLAYBACK_TAIL_SECONDS = 0.3
@@ -178,7 +185,7 @@ class SipEngine:
         self._started.set()
         try:
             while self._running:
-                self._endpoint.libHandleEvents(_EVENT_WAIT_MS)
+                self._endpoint.libHandleEvents(self._event_wait_ms())
                 self._run_queued_operations()
         finally:
             self._destroy_library()
@@ -189,6 +196,20 @@ class SipEngine:
             self._calls.clear()
             self._account = None
             self._run_queued_operations()
+
+    def _event_wait_ms(self) -> int:
+        """Return how long the next libHandleEvents() may wait.
+
+        A call before its answer waits for operations (180, 302, dial,
+        200), so they should run soon. Answered calls need few, and their
+        RTP wakes the thread anyway. With no call at all, the thread wakes
+        least often, so an idle router spends little CPU.
+        """
+        if not self._calls:
+            return _IDLE_EVENT_WAIT_MS
+        if any(not leg.answered for leg in self._calls.values()):
+            return _SETUP_EVENT_WAIT_MS
+        return _EVENT_WAIT_MS
 
     def _create_library(self) -> None:
         endpoint = RouterEndpoint(self)
@@ -597,15 +618,34 @@ class SipEngine:
         if self.slots_used >= self.limits.max_calls:
             # This INVITE took the last, spare slot.
             response = final_response(ConcurrencyLimitReached())
-        if response is not None:
-            # Reject at once, without waiting for asyncio, so a burst frees
-            # its slots before the next INVITE meets pjsua's own 486. The
-            # call path still logs and counts the call.
-            invite = dataclasses.replace(invite, pre_rejected=response.status)
+        if response is None:
+            self._post(self.on_invite, invite)
+            return
+        invite = dataclasses.replace(
+            invite,
+            pre_rejected=response.status,
+            router_call_id=verdict.call_id if verdict else None,
+        )
+        self._post(self.on_invite, invite)
+        # Respond inside this callback, as the bare pjsua2 responder does, so
+        # the call frees its slot before the next INVITE of a burst is read.
+        # A queued response waited until libHandleEvents() returned, and the
+        # INVITEs read in the same poll met the router's 503 or pjsua's 486.
+        # The leg's DISCONNECTED state arrives inside this call and removes
+        # it from the table; `call` keeps the Call alive until this returns.
+        # The call path still logs, counts and reports the call.
+        # pjsua defers a response given inside this callback until it
+        # returns. Its deferred hangup() drops the extra headers (Contact,
+        # Reason, Retry-After), while a deferred answer() keeps them.
+        leg = self._calls[key.slot]
+        leg.hanging_up = True
+        try:
+            call.answer(call_op(response.status, None, response.headers))
+        except pj.Error:
+            leg.hanging_up = False
             self._ops.put(
                 lambda: self._hangup_quietly(key, response.status, response.headers)
             )
-        self._post(self.on_invite, invite)
 
     def _on_select_account(self, prm: pj.OnSelectAccountParam) -> None:
         """Pick the account, so the media transport, of a new request."""

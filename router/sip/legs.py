@@ -62,6 +62,9 @@ class InviteVerdict:
 
     media: bool
     final: FinalResponse | None = None
+    call_id: str | None = None
+    """The router's id for the call, when `final` carries it (a 302 whose
+    Contact names it); the call's record takes this id."""
 
 
 @dataclass(frozen=True)

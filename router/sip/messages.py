@@ -200,11 +200,14 @@ class InboundInvite:
     # False when the call got the loop media transport: it can be rejected,
     # redirected or referred, but not bridged or spoken to.
     has_media: bool = True
-    # A final status the engine already sent (503 when no slot was free).
+    # A final status the engine already sent (503 when no slot was free, or
+    # a 302 of a static redirect).
     pre_rejected: int | None = None
     # True when the message filled the stack's packet buffer or its body is
     # shorter than Content-Length (router.sip.cut_invites.is_cut).
     cut: bool = False
+    # The router's call id that the engine chose with its final response.
+    router_call_id: str | None = None
 
     @property
     def truncated(self) -> bool:

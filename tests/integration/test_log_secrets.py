@@ -96,6 +96,8 @@ def secret_router(
     webhooks: WebhookServer,
 ) -> Daemon:
     add_secrets(router_config, webhooks)
+    # Every step of a call is logged at debug, so the scan covers them too.
+    router_config["router"]["logLevel"] = "debug"
     return start_router(router_config)
 
 
@@ -145,6 +147,9 @@ def test_logs_hold_no_secret(
     assert len(matched) == 3
     assert {event["caller"] for event in matched} == {"+*******9876"}
     assert all("caller" not in event for event in router.events("call.received"))
+    ended = router.events("call.ended")
+    assert len(ended) == 3
+    assert {event["caller"] for event in ended} == {"+*******9876"}
 
 
 def test_unmasked_caller_when_masking_off(
@@ -155,13 +160,18 @@ def test_unmasked_caller_when_masking_off(
 
     call(router, "uac-expect-403.xml", "+14155550103", tmp_path)
 
-    matched = router.wait_for_event("call.trunk_matched")
-    assert matched["caller"] == CALLER_NUMBER
+    ended = router.wait_for_event("call.ended")
+    assert ended["caller"] == CALLER_NUMBER
 
 
 def test_log_events_of_a_call_carry_its_ids(
-    router: Daemon, webhooks: WebhookServer, tmp_path: Path
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    webhooks: WebhookServer,
+    tmp_path: Path,
 ) -> None:
+    router_config["router"]["logLevel"] = "debug"
+    router = start_router(router_config)
     webhooks.reply("/webhook", status=500)
 
     call(router, "uac-expect-480.xml", "+14155550101", tmp_path)
@@ -184,3 +194,53 @@ def test_log_events_of_a_call_carry_its_ids(
         if event["event"].startswith("call."):
             assert event["trunk"] == "trunk-local", event
             assert event["src"].startswith("127.0.0.1:"), event
+
+
+@pytest.mark.parametrize(
+    ("mode", "scenario", "number", "status", "outcome", "ended_reason"),
+    [
+        (
+            "bridge",
+            "uac-expect-404.xml",
+            "+14155559999",
+            404,
+            "rejected",
+            "call.start.error-get-phone-number",
+        ),
+        (
+            "redirect",
+            "uac-expect-302.xml",
+            "+14155550100",
+            302,
+            "assistant",
+            "call.handoff.transferred-to-runtime",
+        ),
+    ],
+    ids=["reject", "redirect"],
+)
+def test_call_logs_one_summary_at_info(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    tmp_path: Path,
+    mode: str,
+    scenario: str,
+    number: str,
+    status: int,
+    outcome: str,
+    ended_reason: str,
+) -> None:
+    router_config["router"]["runtime"]["mode"] = mode
+    router = start_router(router_config)
+
+    call(router, scenario, number, tmp_path)
+
+    ended = router.wait_for_event("call.ended")
+    events = [e for e in router.events() if e.get("call_id") == ended["call_id"]]
+    assert [event["event"] for event in events] == ["call.ended"]
+    assert ended["outcome"] == outcome
+    assert ended["sip_status"] == status
+    assert ended["ended_reason"] == ended_reason
+    assert ended["setup_ms"] >= 0
+    assert ended["caller"] == "+*******9876"
+    assert ended["dialled"] == number
+    assert ended["transport"] == "udp"

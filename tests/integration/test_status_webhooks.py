@@ -179,6 +179,48 @@ def test_rejected_call_reports(
     assert webhooks.messages("assistant-request") == []
 
 
+def test_static_redirect_reports(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    runtime: SippRuntime,
+    webhooks: WebhookServer,
+    tmp_path: Path,
+) -> None:
+    # The engine sends this 302 from the INVITE alone, before the call path
+    # runs, so the Contact and the reports must still name one call.
+    router_config["router"]["runtime"]["mode"] = "redirect"
+    router = start_router(router_config)
+
+    result = place_call(router, "uac-expect-302.xml", "+14155550100", tmp_path)
+
+    assert result.final_status == 302
+    # Decided before the call path ran, so no 180 Ringing went out first.
+    assert 180 not in [response.status for response in result.responses("INVITE")]
+    contact = result.final_response.header("Contact") or ""
+    assert runtime.uri.removeprefix("sip:") in contact
+    assert "X-Cozmox-Assistant-Id=asst-support" in contact
+    assert "X-Cozmox-Phone-Number-Id=pn-static" in contact
+    call_id = re.search(r"X-Cozmox-Call-Id=([0-9a-f-]{36})", contact).group(1)
+    requests = reports_of_one_call(webhooks, "/webhook")
+    assert timeline(requests) == ["ringing", "ended", "report"]
+    assert {r.message["call"]["id"] for r in requests} == {call_id}
+    report = report_of(requests)
+    assert report["endedReason"] == "call.handoff.transferred-to-runtime"
+    assert report["call"]["assistantId"] == "asst-support"
+    ended = ended_call(router, call_id=call_id)
+    assert ended["outcome"] == "assistant"
+    assert ended["sip_status"] == 302
+    metrics = router.metrics()
+    assert (
+        metrics.value(
+            "cozmox_router_calls_total",
+            outcome="assistant",
+            ended_reason="call.handoff.transferred-to-runtime",
+        )
+        == 1
+    )
+
+
 def test_unknown_source_gets_no_webhook(
     start_router: StartRouter,
     router_config: dict[str, Any],

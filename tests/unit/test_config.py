@@ -505,6 +505,12 @@ BAD_FILES = [
         "invalid value 'xml'",
     ),
     (
+        "log-level-unknown",
+        config_text(number(), head="router: {logLevel: verbose}"),
+        "router.logLevel",
+        "invalid value 'verbose'",
+    ),
+    (
         "retry-max-below-min",
         config_text(
             number(),

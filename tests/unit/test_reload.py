@@ -69,17 +69,23 @@ def test_keep_restart_only_settings_unchanged():
 
 def test_keep_restart_only_settings_keeps_listen_and_http():
     old = validated(config_data())
-    data = config_data(drainSeconds=5, logFormat="console")
+    data = config_data(drainSeconds=5, logFormat="console", logLevel="debug")
     data["router"]["sip"]["listen"][0]["port"] = 5070
     data["router"]["http"] = {"host": "127.0.0.1", "port": 9090, "adminToken": "t"}
     new = validated(data)
 
     kept, changed = keep_restart_only_settings(old, new)
 
-    assert changed == ["router.sip.listen", "router.http.port", "router.logFormat"]
+    assert changed == [
+        "router.sip.listen",
+        "router.http.port",
+        "router.logFormat",
+        "router.logLevel",
+    ]
     assert kept.router.sip.listen[0].port == 5060
     assert kept.router.http.port == 8080
     assert kept.router.log_format == old.router.log_format
+    assert kept.router.log_level == "info"
     assert kept.router.drain_seconds == 5
     assert kept.router.http.admin_token.get_secret_value() == "t"
 

@@ -7,7 +7,10 @@ import textwrap
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
+from router import logs
 from router.config import ConfigError, parse_config
 from router.logs import REDACTED, configure_logging, redact_secrets, redact_text
 
@@ -47,6 +50,62 @@ def test_redact_text_hides_credentials(text, secret):
 )
 def test_redact_text_keeps_plain_words(text):
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AUTHORIZATION: token-value",
+        "BeArEr abcdefgh123",
+        "BASIC dXNlcjpwYXNz",
+        "DIGEST x=1",
+        "ba\u017fic dXNlcjpwYXNz",
+        "Di\u0262est x=1",
+        "HTTPS://u:p@127.0.0.1/",
+    ],
+    ids=["header", "bearer", "basic", "digest", "long-s", "non-ascii", "url"],
+)
+def test_redact_text_quick_check_matches_patterns(text):
+    assert redact_text(text) == _redact_with_every_pattern(text)
+
+
+# Words and marks that the credential patterns look for, mixed with filler,
+# so that generated text often contains a credential or nearly one.
+_FRAGMENTS = st.sampled_from(
+    [
+        "Authorization:",
+        "proxy-authorization :",
+        "bearer ",
+        "Bearer abcdefgh12",
+        "BASIC ",
+        "basic dXNlcjpwYXNz",
+        "ba\u017fic ",
+        "Digest ",
+        "DIGEST a=1",
+        "realm=x",
+        "https://",
+        "user:pw@",
+        "abcdefgh12",
+        "\r\n",
+        " ",
+        "\u00e9",
+        "K",
+        "\u212a",
+    ]
+)
+
+
+@given(st.lists(_FRAGMENTS | st.text(max_size=6), max_size=8).map("".join))
+def test_redact_text_same_as_every_pattern(text):
+    assert redact_text(text) == _redact_with_every_pattern(text)
+
+
+def _redact_with_every_pattern(text: str) -> str:
+    # The four substitutions without the quick check that skips them.
+    text = logs._AUTHORIZATION_LINE.sub(rf"\1 {REDACTED}", text)
+    text = logs._CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+    text = logs._DIGEST.sub(rf"\1 {REDACTED}", text)
+    return logs._URL_USERINFO.sub(rf"\1{REDACTED}@", text)
 
 
 def test_redact_header_pairs():
