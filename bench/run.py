@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 
 from bench import machine, report
 from bench.ladder import LadderResult, climb
+from bench.output import command_line, say, write_results
 from bench.plan import (
     BARE,
     FULL_PATHS,
@@ -101,7 +101,7 @@ class Bench:
 
     def run_system(self, path: BenchPath, name: str) -> dict[str, Any]:
         """Start one system for `path`, climb the rate ladder, then stop it."""
-        _say(f"== {path.title} on {name}")
+        say(f"== {path.title} on {name}")
         with self._helpers(path) as setup:
             system = self._make_system(name, setup, path.key)
             system.start()
@@ -112,7 +112,7 @@ class Bench:
 
     def run_smoke(self, path: BenchPath, name: str, rate: float) -> dict[str, Any]:
         """Run one traced step at `rate` on one system."""
-        _say(f"== smoke: {path.title} on {name} at {rate:g} calls/s")
+        say(f"== smoke: {path.title} on {name} at {rate:g} calls/s")
         with self._helpers(path) as setup:
             system = self._make_system(name, setup, path.key)
             system.start()
@@ -130,13 +130,13 @@ class Bench:
         self, path: BenchPath, name: str, rate: float, calls: int | None
     ) -> dict[str, Any]:
         """Measure one system's idle CPU, then run one traced step at `rate`."""
-        _say(f"== probe: {path.title} on {name} at {rate:g} calls/s")
+        say(f"== probe: {path.title} on {name} at {rate:g} calls/s")
         if calls is not None:
             path = replace(path, step_seconds=calls / rate, min_calls=calls)
         with self._helpers(path) as setup:
             system = self._make_system(name, setup, path.key)
             system.start()
-            _say(f"   pid {system.pid}")
+            say(f"   pid {system.pid}")
             try:
                 idle = self._idle_fraction(system, fresh=True)
                 step = self._step(system, path, rate, [], "probe", trace=True)
@@ -145,7 +145,7 @@ class Bench:
         idle_ms = 1000 * idle * step.wall_seconds / max(1, step.offered)
         net = step.cpu_ms_per_call - idle_ms
         latency = step.as_json()["latencyMs"] or {}
-        _say(
+        say(
             f"   net CPU {net:.3f} ms/call, setup p50 {latency.get('p50')} ms, "
             f"p99 {latency.get('p99')} ms"
         )
@@ -159,7 +159,7 @@ class Bench:
         idle = self._idle_fraction(system, fresh=path.fresh_idle)
         if isinstance(system, RouterSystem) and self.limits is None:
             self.limits = system.limits()
-            _say(f"   SIP build limits: {self.limits}")
+            say(f"   SIP build limits: {self.limits}")
         crashes: list[dict[str, Any]] = []
         ladder = climb(
             path.ladder,
@@ -206,7 +206,7 @@ class Bench:
         if not system.alive():
             result.crashed = True
             crashes.append({"rate": rate, "cause": system.crash_line()})
-        _say(f"   {purpose:8} {_describe(result)}")
+        say(f"   {purpose:8} {_describe(result)}")
         return result
 
     def _idle_fraction(self, system: System, *, fresh: bool = False) -> float:
@@ -224,7 +224,7 @@ class Bench:
             time.sleep(IDLE_SECONDS)
             spent = system.runtime_seconds() - before
             self._idle[system.name] = spent / IDLE_SECONDS
-            _say(f"   idle CPU {100 * self._idle[system.name]:.1f} % of one core")
+            say(f"   idle CPU {100 * self._idle[system.name]:.1f} % of one core")
         return self._idle[system.name]
 
     # ----- concurrency ----------------------------------------------------------
@@ -236,7 +236,7 @@ class Bench:
         runs at `reject_rate` (the router's top on the reject path), to show
         whether held calls cost the router calls per second.
         """
-        _say("== concurrency: bridged calls held on the router")
+        say("== concurrency: bridged calls held on the router")
         directory = self.workdir / "concurrency"
         runtime = SippRuntime(directory)
         system = RouterSystem(Setup("bridge", runtime.uri), directory)
@@ -271,7 +271,7 @@ class Bench:
         try:
             held = _wait_for_held(system, target, timeout=target / rate + 10)
             rss_during = rss_bytes(system.pid)
-            _say(f"   {held} of {target} bridged calls held")
+            say(f"   {held} of {target} bridged calls held")
             under_hold = None
             if reject_rate is not None and held:
                 crashes: list[dict[str, Any]] = []
@@ -394,10 +394,6 @@ def _describe(step: StepResult) -> str:
     return text
 
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 # ----- the command --------------------------------------------------------------
 
 
@@ -440,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = systems or (ROUTER, BARE, KAMAILIO)
     budget = Budget(arguments.budget_minutes)
     workdir = Path(tempfile.mkdtemp(prefix="cozmox-bench-"))
-    _say(f"working files in {workdir}")
+    say(f"working files in {workdir}")
     bench = Bench(workdir, budget)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()
@@ -450,14 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         date=time.strftime("%Y-%m-%d"),
         started=started,
         durationSeconds=round(budget.elapsed_seconds()),
-        command=_command_line(argv),
+        command=command_line("bench", "bench", argv),
         smoke=arguments.smoke,
         limits=bench.limits,
         machine=machine.describe(load_before, os.getloadavg()),
     )
     report.finalize(results)
     text = report.render(results)
-    _write(arguments.results_dir, results, text)
+    write_results(arguments.results_dir, results["date"], results, text)
     print(text)
     if not arguments.keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -473,7 +469,7 @@ def run_probe(arguments: argparse.Namespace) -> int:
     systems = tuple(arguments.systems or (ROUTER,))
     paths = [path for path in FULL_PATHS if path.key in arguments.parts]
     workdir = Path(tempfile.mkdtemp(prefix="cozmox-bench-"))
-    _say(f"working files in {workdir}")
+    say(f"working files in {workdir}")
     bench = Bench(workdir, Budget(arguments.budget_minutes))
     results = {
         path.key: {
@@ -497,21 +493,6 @@ def render_again(json_path: Path) -> int:
     json_path.with_suffix(".md").write_text(text)
     print(text)
     return 0
-
-
-def _write(directory: Path, results: dict[str, Any], text: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / results["date"]
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    _say(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
-
-
-def _command_line(argv: list[str] | None) -> str:
-    arguments = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m bench", *arguments])
-    # make exports MAKELEVEL to the commands it runs.
-    return f"make bench ({command})" if os.environ.get("MAKELEVEL") else command
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, soak_checks
+from bench.output import command_line, say, write_results
 from bench.procs import LOOPBACK, rss_bytes
 from bench.run import RESULTS_DIR
 from bench.sipp import Load, SippCaller, StepResult, require_sipp, stat_counter
@@ -228,7 +229,7 @@ def run_soak(
         limits = router.limits()
         bridged_at_once = max(0, (int(limits.get("maxCalls", 0)) - 1) // 2)
         limits["bridgedCallsAtOnce"] = bridged_at_once
-        _say(f"router up, build limits {limits}")
+        say(f"router up, build limits {limits}")
         rates = soak_checks.route_rates(total_rate, (r.share for r in ROUTES))
         sampler = RssSampler(router.pid, RSS_SAMPLE_SECONDS)
         routes = _run_callers(router, rates, seconds, bridged_at_once, workdir)
@@ -268,7 +269,7 @@ def _wait_until_idle(router: RouterSystem, timeout_seconds: float) -> None:
         if len(values) == len(names) and not any(values.values()):
             return
         time.sleep(0.5)
-    _say(f"the router was still busy {timeout_seconds:g} s after the load")
+    say(f"the router was still busy {timeout_seconds:g} s after the load")
 
 
 def _metric_values(router: RouterSystem, names: tuple[str, ...]) -> dict[str, float]:
@@ -310,14 +311,14 @@ def _run_callers(
                 directory=workdir / "callers" / route.key,
                 max_open_calls=bridged_at_once if route.bridged else None,
             )
-            _say(f"{route.key}: {calls} calls at {rate:.3g}/s")
+            say(f"{route.key}: {calls} calls at {rate:.3g}/s")
         routes = {}
         for route in ROUTES:
             caller = callers.get(route.key)
             if caller is not None:
                 result = caller.finish(router.alive)
                 routes[route.key] = _route_json(route, caller, result)
-                _say(f"{route.key}: {routes[route.key]}")
+                say(f"{route.key}: {routes[route.key]}")
         return routes
     finally:
         for caller in callers.values():
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     total, source, tops = choose_rate(arguments.rate, arguments.results_dir)
     warm_up = min(MAX_WARM_UP_SECONDS, WARM_UP_SHARE * 60 * arguments.minutes)
     workdir = Path(tempfile.mkdtemp(prefix="cozmox-soak-"))
-    _say(f"soak: {total:g} calls/s for {arguments.minutes:g} min; files in {workdir}")
+    say(f"soak: {total:g} calls/s for {arguments.minutes:g} min; files in {workdir}")
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()
     measured, limits = run_soak(total, arguments.minutes, workdir)
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": time.strftime("%Y-%m-%d"),
         "started": started,
-        "command": _command_line(argv),
+        "command": command_line("bench.soak", "soak", argv),
         "minutes": arguments.minutes,
         "warmUpSeconds": warm_up,
         "rate": {"total": total, "source": source, "benchTops": tops},
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["passed"] = soak_checks.passed(results)
     text = soak_checks.render(results)
-    _write(arguments.results_dir, results, text)
+    write_results(arguments.results_dir, f"soak-{results['date']}", results, text)
     print(text)
     if not arguments.keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -432,24 +433,6 @@ def render_again(json_path: Path) -> int:
     json_path.with_suffix(".md").write_text(text)
     print(text)
     return 0 if soak_checks.passed(results) else 1
-
-
-def _write(directory: Path, results: dict[str, Any], text: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / f"soak-{results['date']}"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    _say(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
-
-
-def _command_line(argv: list[str] | None) -> str:
-    arguments = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m bench.soak", *arguments])
-    return f"make soak ({command})" if os.environ.get("MAKELEVEL") else command
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
