@@ -1,4 +1,4 @@
-"""What the benchmark and the soak print and write: progress lines and results."""
+"""Output of the benchmark and the soak: progress lines and results files."""
 
 from __future__ import annotations
 
