@@ -120,6 +120,9 @@ class SoakRouter(RouterSystem):
 
     def config(self) -> dict[str, Any]:
         config = super().config()
+        # The end-of-call check counts `call.received` and
+        # `call.trunk_matched`, which the router logs at debug level.
+        config["router"]["logLevel"] = "debug"
         redirect_to_runtime = {
             "type": "sip",
             "sipUri": self.setup.runtime_uri,

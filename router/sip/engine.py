@@ -637,6 +637,15 @@ class SipEngine:
         # pjsua defers a response given inside this callback until it
         # returns. Its deferred hangup() drops the extra headers (Contact,
         # Reason, Retry-After), while a deferred answer() keeps them.
+        if invite.cut:
+            # NOTE: a cut INVITE carries the stand-in offer of
+            # `accept_cut_offer()`, and answering it inside this callback made
+            # pjsua free a cloned rdata twice (an assert at shutdown in
+            # pjproject 2.15.1), so its 513 is queued instead.
+            self._ops.put(
+                lambda: self._hangup_quietly(key, response.status, response.headers)
+            )
+            return
         leg = self._calls[key.slot]
         leg.hanging_up = True
         try:

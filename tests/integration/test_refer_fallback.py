@@ -62,6 +62,8 @@ def start_with_refer_fallback(
         "transferPlan": {"sipVerb": "refer"},
     }
     webhooks.reply("/broken", status=500)
+    # The tests wait for `call.bridged`, a debug event.
+    config["router"]["logLevel"] = "debug"
     return start_router(config)
 
 

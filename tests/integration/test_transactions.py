@@ -90,7 +90,6 @@ def test_retransmitted_invite_starts_one_call(
     ended_call(router)
     webhooks.wait_for_messages(REPORT)
     time.sleep(1.0)
-    assert len(router.events("call.received")) == 1
     assert len(router.events("call.ended")) == 1
     assert (
         len(webhooks.requests("/webhook"))
@@ -109,7 +108,8 @@ def test_bye_for_unknown_dialog_gets_481(router: Daemon, tmp_path: Path) -> None
 
     (response,) = result.responses("BYE")
     assert response.status == 481
-    assert router.events("call.received") == []
+    assert router.events("call.ended") == []
+    assert metric(router, "sip_invites_received_total", transport="udp") == 0
 
 
 def test_caller_without_ack_is_cleaned_up(
