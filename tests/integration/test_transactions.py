@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from call_helpers import ANSWERED, ended_call, place_call
 from harness import Daemon
-from sip_sender import UdpDialog
+from sip_sender import Request, UdpDialog, send_udp
 from sipp_runner import SippResult, SippRuntime, requires_sipp, run_sipp
 from webhook_server import WebhookServer
 
@@ -254,3 +254,28 @@ def test_large_invite_over_buffer_gets_513(
     assert ended["sip_status"] == 513
     assert ended["ended_reason"] == "call.start.error-message-too-large"
     wait_for_idle(router)
+
+
+@pytest.mark.parametrize(
+    "extra_headers",
+    [
+        ("X-Pad: " + "p" * 5000,),
+        tuple(f"X-Test-{n:02}: " + "v" * 80 for n in range(60)),
+    ],
+    ids=["long-header", "many-headers"],
+)
+def test_cut_invite_without_ack_keeps_daemon_up(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path, extra_headers: tuple[str, ...]
+) -> None:
+    # The 513 is resent until Timer H, because no ACK ever comes; each
+    # resend must leave the daemon running.
+    invite = Request(
+        router.sip_port, number="+14155550199", extra_headers=extra_headers
+    )
+
+    (exchange,) = send_udp([invite.build], router.sip_port, wait_seconds=3.0)
+
+    assert 513 in exchange.statuses
+    assert exchange.statuses.count(513) >= 2, "the 513 was not resent"
+    assert router.process.poll() is None, router.stderr_text()[-3000:]
+    assert_next_call_routes(router, runtime, tmp_path)
