@@ -68,14 +68,26 @@ def parse_assistant_request_body(raw: bytes) -> Reply:
         body = json.loads(
             raw, parse_constant=_reject_constant, parse_float=_finite_float
         )
-        _check_depth(body)
-    except (ValueError, RecursionError) as error:
-        # ValueError covers invalid JSON and invalid UTF-8. RecursionError
-        # is raised for nesting deeper than the interpreter's stack.
+        too_deep = _too_deep(body)
+    except RecursionError:
+        # The decoder raises it for nesting deeper than the interpreter's
+        # stack, before `_too_deep` could run.
         raise AssistantRequestFailed(
             ended_reasons.ASSISTANT_REQUEST_FAILED,
-            f"reply body is not JSON: {type(error).__name__}",
+            f"reply body is nested deeper than {MAX_REPLY_DEPTH} levels",
         ) from None
+    except ValueError as error:
+        # Invalid JSON, invalid UTF-8 or a non-finite number. The messages
+        # name a position or a byte, never the body's text.
+        raise AssistantRequestFailed(
+            ended_reasons.ASSISTANT_REQUEST_FAILED,
+            f"reply body is not valid JSON: {str(error)[:200]}",
+        ) from None
+    if too_deep:
+        raise AssistantRequestFailed(
+            ended_reasons.ASSISTANT_REQUEST_FAILED,
+            f"reply body is nested deeper than {MAX_REPLY_DEPTH} levels",
+        )
     return parse_assistant_request_reply(body)
 
 
@@ -195,15 +207,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _check_depth(value: object, depth: int = 0) -> None:
+def _too_deep(value: object, depth: int = 0) -> bool:
     if depth > MAX_REPLY_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_REPLY_DEPTH} levels")
+        return True
     if isinstance(value, dict):
-        for item in value.values():
-            _check_depth(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_depth(item, depth + 1)
+        return any(_too_deep(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(item, depth + 1) for item in value)
+    return False
 
 
 def _invalid(detail: str) -> AssistantRequestFailed:

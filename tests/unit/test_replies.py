@@ -246,3 +246,20 @@ def test_reply_body_not_object_fails(raw):
         parse_assistant_request_body(raw)
     assert raised.value.ended_reason == FAILED
     assert raised.value.retryable is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "reply body is nested deeper than 64 levels"),
+        (b"[" * 100 + b"]" * 100, "reply body is nested deeper than 64 levels"),
+        (b"{bad", "reply body is not valid JSON: Expecting property name"),
+        (b"1e999", "reply body is not valid JSON: a number too large"),
+    ],
+    ids=["past-decoder-stack", "past-depth-limit", "invalid", "infinite"],
+)
+def test_body_failure_detail_names_cause(raw: bytes, detail: str) -> None:
+    with pytest.raises(AssistantRequestFailed) as caught:
+        parse_assistant_request_body(raw)
+
+    assert caught.value.detail.startswith(detail)
