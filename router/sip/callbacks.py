@@ -191,10 +191,10 @@ def call_op(
         if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
             raise ValueError(f"SIP header {name!r} contains a line break")
         try:
-            # SWIG raises TypeError for a surrogate that is not an escaped
-            # byte, which JSON text such as "\ud800" can produce.
-            name.encode("utf-8", "surrogateescape")
-            value.encode("utf-8", "surrogateescape")
+            # SWIG raises TypeError for any surrogate, an escaped byte
+            # ("\udc80") included, and JSON text such as "\ud800" can carry one.
+            name.encode("utf-8")
+            value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"SIP header {name!r} is not valid text") from None
         header = pj.SipHeader()
