@@ -4,6 +4,7 @@ import copy
 import json
 import random
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -1117,3 +1118,45 @@ def test_server_accepts_secret_str():
     )
 
     assert config.org.server.secret.get_secret_value() == "s"
+
+
+def alias_bomb(levels: int) -> str:
+    """Return YAML whose alias levels each repeat the level below nine times."""
+    names = "abcdefghijklmnopqrstuvwxyz"
+    lines = [f"{names[0]}: &{names[0]} [x,x,x,x,x,x,x,x,x]"]
+    for level in range(1, levels):
+        below = f"*{names[level - 1]}"
+        items = ",".join([below] * 9)
+        lines.append(f"{names[level]}: &{names[level]} [{items}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_rejected_fast(tmp_path):
+    text = alias_bomb(9)
+    assert len(text.encode()) < 400
+
+    started = time.monotonic()
+    errors = load_errors(tmp_path, text)
+    elapsed = time.monotonic() - started
+
+    assert errors == [
+        "the config file expands to more than 1000000 extra values through YAML"
+        " aliases; write the repeated parts out or nest fewer aliases"
+    ]
+    assert elapsed < 0.5
+
+
+def test_recursive_alias_rejected(tmp_path):
+    errors = load_errors(tmp_path, "router: &loop [*loop]\n")
+
+    assert len(errors) == 1
+    assert "through YAML aliases" in errors[0]
+
+
+def test_shared_server_alias_loads(tmp_path):
+    server = "server: &hook {url: 'http://127.0.0.1:18091/hook'}"
+    numbers = number(server) + number("server: *hook", '"+14155550101"', "pn-2")
+
+    config = load_config(write(tmp_path, config_text(numbers)))
+
+    assert config.phone_numbers[1].server.url == "http://127.0.0.1:18091/hook"
