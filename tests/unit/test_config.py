@@ -275,6 +275,60 @@ BAD_FILES = [
         "credential 'nope' not found",
     ),
     (
+        "server-url-userinfo-and-authorization-header",
+        config_text(
+            number(
+                "server:\n"
+                "  url: http://bob:pw@127.0.0.1:18091/hook\n"
+                "  headers: {authorization: Basic Ym9iOnB3}"
+            )
+        ),
+        "phoneNumbers[0].server",
+        "headers cannot also set Authorization",
+    ),
+    (
+        "org-server-url-user-and-authorization-header",
+        config_text(
+            number(),
+            head=(
+                "org: {server: {url: 'http://bob@127.0.0.1:8090/a',"
+                " headers: {Authorization: x}}}"
+            ),
+        ),
+        "org.server",
+        "headers cannot also set Authorization",
+    ),
+    (
+        "server-url-userinfo-and-bearer-credential",
+        config_text(
+            number(
+                "server: {url: 'http://bob:pw@127.0.0.1:18091/hook',"
+                " credentialId: hook-a}"
+            ),
+            credentials=TRUNK + WEBHOOK,
+        ),
+        "phoneNumbers[0].server.credentialId",
+        "the authenticationPlan of credential 'hook-a' cannot also set Authorization",
+    ),
+    (
+        "org-server-url-userinfo-and-hmac-authorization",
+        config_text(
+            number(),
+            credentials=TRUNK
+            + WEBHOOK.replace(
+                "{type: bearer, token: inline-token}",
+                "{type: hmac, secretKey: k, algorithm: sha256,"
+                " signatureHeader: AUTHORIZATION}",
+            ),
+            head=(
+                "org: {server: {url: 'http://:pw@127.0.0.1:8090/a',"
+                " credentialId: hook-a}}"
+            ),
+        ),
+        "org.server.credentialId",
+        "cannot also set Authorization",
+    ),
+    (
         "duplicate-credential-id",
         config_text(number(), credentials=TRUNK + TRUNK),
         "credentials[1].id",
@@ -1151,6 +1205,14 @@ def test_recursive_alias_rejected(tmp_path):
 
     assert len(errors) == 1
     assert "through YAML aliases" in errors[0]
+
+
+def test_server_url_userinfo_alone_loads(tmp_path):
+    server = "server: {url: 'http://bob:pw@127.0.0.1:18091/hook', headers: {X-A: b}}"
+
+    config = load_config(write(tmp_path, config_text(number(server))))
+
+    assert config.phone_numbers[0].server.headers == {"X-A": "b"}
 
 
 def test_shared_server_alias_loads(tmp_path):
