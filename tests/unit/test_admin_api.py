@@ -142,6 +142,43 @@ async def test_phone_number_by_id(client):
     assert await missing.json() == {"error": "phone number 'pn-9' not found"}
 
 
+async def test_phone_number_url_credentials_masked(tmp_path):
+    url = (
+        "http://bob:url-password-for-api-tests@127.0.0.1:18091/hook"
+        "?team=support&token=query-token-for-api-tests"
+    )
+    config = json.loads(json.dumps(CONFIG))
+    config["phoneNumbers"].append(
+        {
+            "id": "pn-url",
+            "credentialId": "trunk-a",
+            "number": "+14155550101",
+            "server": {"url": url},
+        }
+    )
+    path = tmp_path / "router.json"
+    path.write_text(json.dumps(config))
+    router = Router(load_config(path), LIMITS, path)
+    client = TestClient(TestServer(build_http_app(router), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        by_id = await client.get("/phone-number/pn-url", headers=bearer())
+        listed = await client.get("/phone-number", headers=bearer())
+        by_id_text = await by_id.text()
+        listed_text = await listed.text()
+    finally:
+        await client.close()
+
+    assert by_id.status == 200
+    assert json.loads(by_id_text)["server"]["url"] == (
+        "http://bob:[redacted]@127.0.0.1:18091/hook?team=support&token=[redacted]"
+    )
+    for text in (by_id_text, listed_text):
+        assert "url-password-for-api-tests" not in text
+        assert "query-token-for-api-tests" not in text
+    assert_no_secret(listed_text)
+
+
 async def test_credentials_listed_without_secrets(client):
     response = await client.get("/credential", headers=bearer())
     body = await response.json()
