@@ -1,6 +1,7 @@
 """The admin API on a real Router, in process: numbers, credentials, reload."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,24 @@ async def test_reload_rejects_invalid_file(client, config_path):
     assert len(body["errors"]) == 1
     assert body["errors"][0].startswith("phoneNumbers[0].status")
     assert_no_secret(await response.text())
+
+
+async def test_reload_rejects_alias_bomb(client, config_path):
+    lines = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for below, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{','.join([f'*{below}'] * 9)}]")
+    config_path.write_text("\n".join(lines) + "\n")
+
+    started = time.monotonic()
+    response = await client.post("/admin/reload", headers=bearer())
+    elapsed = time.monotonic() - started
+    body = await response.json()
+
+    assert response.status == 422
+    assert body["result"] == "rejected"
+    assert len(body["errors"]) == 1
+    assert "through YAML aliases" in body["errors"][0]
+    assert elapsed < 1
 
 
 async def test_reload_needs_post(client):
