@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import structlog
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -125,6 +126,50 @@ def redact_text(text: str) -> str:
     text = _CREDENTIAL.sub(rf"\1 {REDACTED}", text)
     text = _DIGEST.sub(rf"\1 {REDACTED}", text)
     return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+
+
+def redact_url(url: str) -> str:
+    """Replace the credentials in a URL with a marker, keeping the rest as written.
+
+    The password of `user:password@` is replaced, and so is a user name
+    with no password, because a token is often sent that way. So is the
+    value of each query parameter whose name `is_secret_key` matches, such
+    as `token` or `api_key`. A string that does not parse as a URL with a
+    scheme and a host is returned as it is.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = _redact_netloc(parts.netloc)
+    query = _redact_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_netloc(netloc: str) -> str:
+    userinfo, at, host = netloc.rpartition("@")
+    if not at:
+        return netloc
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        return f"{user}:{REDACTED}@{host}"
+    return f"{REDACTED}@{host}"
+
+
+def _redact_query(query: str) -> str:
+    if not query:
+        return query
+    fields = []
+    for field in query.split("&"):
+        name, equals, _ = field.partition("=")
+        if equals and is_secret_key(unquote_plus(name)):
+            field = f"{name}={REDACTED}"
+        fields.append(field)
+    return "&".join(fields)
 
 
 def _may_hold_credential(text: str) -> bool:

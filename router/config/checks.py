@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic.alias_generators import to_snake
 
 from router.config.number_rules import normalize_config_number
+from router.config.server import AUTHORIZATION_CLASH, url_has_userinfo
 
 if TYPE_CHECKING:
     from router.config.models import Config
@@ -32,6 +33,7 @@ def find_cross_check_errors(data: Mapping[str, Any]) -> list[str]:
     credentials = list(_items(data, "credentials"))
     numbers = list(_items(data, "phoneNumbers"))
     providers = _providers(credentials)
+    credential_headers = _webhook_header_names(credentials)
 
     errors = _duplicate_transports(data)
     errors += _duplicate_ids(credentials, "credential")
@@ -41,11 +43,15 @@ def find_cross_check_errors(data: Mapping[str, Any]) -> list[str]:
 
     org = _get(data, "org")
     if isinstance(org, Mapping):
-        errors += _check_server(_join("org", "server"), _get(org, "server"), providers)
+        errors += _check_server(
+            _join("org", "server"), _get(org, "server"), providers, credential_headers
+        )
 
     trunks = _trunks_by_id(credentials)
     for path, number in numbers:
-        errors += _check_phone_number(path, number, providers, trunks)
+        errors += _check_phone_number(
+            path, number, providers, trunks, credential_headers
+        )
 
     errors += _duplicate_numbers(numbers)
     return errors
@@ -56,9 +62,12 @@ def _check_phone_number(
     number: Mapping[str, Any],
     providers: dict[str, str | None],
     trunks: dict[str, Mapping[str, Any]],
+    credential_headers: dict[str, set[str]],
 ) -> list[str]:
     errors = _check_trunk_reference(path, number, providers)
-    errors += _check_server(_join(path, "server"), _get(number, "server"), providers)
+    errors += _check_server(
+        _join(path, "server"), _get(number, "server"), providers, credential_headers
+    )
     errors += _check_route(path, number)
     errors += _check_transfer_actions(path, number)
 
@@ -86,7 +95,10 @@ def _check_trunk_reference(
 
 
 def _check_server(
-    path: str, server: Any, providers: dict[str, str | None]
+    path: str,
+    server: Any,
+    providers: dict[str, str | None],
+    credential_headers: dict[str, set[str]],
 ) -> list[str]:
     if not isinstance(server, Mapping):
         return []
@@ -94,9 +106,22 @@ def _check_server(
     credential_id = _get(server, "credentialId")
     if not isinstance(credential_id, str):
         return []
-    return _check_reference(
-        _join(path, "credentialId"), credential_id, "webhook", providers
-    )
+    credential_path = _join(path, "credentialId")
+    errors = _check_reference(credential_path, credential_id, "webhook", providers)
+
+    url = _get(server, "url")
+    sets_authorization = "authorization" in credential_headers.get(credential_id, ())
+    if sets_authorization and isinstance(url, str) and _has_userinfo(url):
+        source = f"the authenticationPlan of credential {credential_id!r}"
+        errors.append(f"{credential_path}: {AUTHORIZATION_CLASH.format(source=source)}")
+    return errors
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        return url_has_userinfo(url)
+    except ValueError:  # an invalid URL, which validation reports
+        return False
 
 
 def _check_reference(
@@ -292,6 +317,28 @@ def _providers(credentials: list[Item]) -> dict[str, str | None]:
             provider = _get(credential, "provider")
             providers.setdefault(id_, provider if isinstance(provider, str) else None)
     return providers
+
+
+def _webhook_header_names(credentials: list[Item]) -> dict[str, set[str]]:
+    """Map each webhook credential's id to the lower-case header names it sets."""
+    names: dict[str, set[str]] = {}
+    for _, credential in credentials:
+        id_ = _get(credential, "id")
+        plan = _get(credential, "authenticationPlan")
+        if not isinstance(id_, str) or not isinstance(plan, Mapping):
+            continue
+        if _get(credential, "provider") != "webhook":
+            continue
+        if _get(plan, "type") == "bearer":
+            keys = {"headerName": "Authorization"}
+        else:
+            keys = {"signatureHeader": "x-signature"}
+            if _get(plan, "includeTimestamp", True) is not False:
+                keys["timestampHeader"] = "x-timestamp"
+        headers = [_get(plan, key, default) for key, default in keys.items()]
+        lower_names = {name.lower() for name in headers if isinstance(name, str)}
+        names.setdefault(id_, lower_names)
+    return names
 
 
 def _trunks_by_id(credentials: list[Item]) -> dict[str, Mapping[str, Any]]:

@@ -23,6 +23,14 @@ CONFIG_FILE_MAX_BYTES = 16 * 1024 * 1024
 """Larger files are rejected. A phone number takes a few hundred bytes of YAML,
 so this leaves room for tens of thousands of them."""
 
+ALIAS_EXPANSION_MAX_VALUES = 1_000_000
+"""Maximum number of values that YAML aliases may add to a file's parsed tree.
+
+PyYAML shares an aliased object, but validation walks every copy, so nine
+nested levels of nine aliases in a few hundred bytes would take minutes and
+gigabytes. A config that reuses one server block in each of 50,000 numbers
+adds about 500,000 values."""
+
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Load and validate a YAML or JSON config file.
@@ -152,7 +160,18 @@ def _json_object(pairs: list[tuple[str, Any]], errors: list[str]) -> dict[str, A
 def _parse_yaml(text: str) -> tuple[Any, list[str]]:
     loader = _ConfigLoader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None, loader.duplicate_key_errors
+        if _values_added_by_aliases(node) > ALIAS_EXPANSION_MAX_VALUES:
+            raise ConfigError(
+                [
+                    "the config file expands to more than"
+                    f" {ALIAS_EXPANSION_MAX_VALUES} extra values through YAML"
+                    " aliases; write the repeated parts out or nest fewer aliases"
+                ]
+            )
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_yaml_error_message(exc)]) from None
     except (yaml.YAMLError, ValueError) as exc:
@@ -162,6 +181,47 @@ def _parse_yaml(text: str) -> tuple[Any, list[str]]:
     finally:
         loader.dispose()
     return data, loader.duplicate_key_errors
+
+
+def _values_added_by_aliases(root: yaml.Node) -> int:
+    """Count the values that aliases add when the node graph is expanded.
+
+    Each node's expanded size is computed once, so the count takes time in
+    proportion to the number of distinct nodes. Sizes stop at 2**62, far
+    above the limit plus any file's node count, to keep the integers small.
+    A recursive alias expands without end, so it counts as over the limit.
+    """
+    cap = 2**62
+    expanded: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack[-1]
+        key = id(node)
+        if key in expanded:
+            stack.pop()
+            continue
+        children = _child_nodes(node)
+        if key not in in_progress:
+            in_progress.add(key)
+            for child in children:
+                if id(child) in in_progress:
+                    return cap
+                if id(child) not in expanded:
+                    stack.append(child)
+            continue
+        stack.pop()
+        in_progress.discard(key)
+        expanded[key] = min(cap, 1 + sum(expanded[id(child)] for child in children))
+    return max(0, expanded[id(root)] - len(expanded))
+
+
+def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _yaml_error_message(exc: yaml.MarkedYAMLError) -> str:

@@ -2,12 +2,26 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+import yarl
+from pydantic import Field, model_validator
 
 from router.config.base import ConfigModel, HttpHeaders, HttpUrl
 from router.config.secrets import Secret
 
 StatusCode = Annotated[int, Field(ge=100, le=599)]
+
+AUTHORIZATION_CLASH = (
+    "url contains user:password, which aiohttp sends as an Authorization header,"
+    " so {source} cannot also set Authorization; keep only one of the two"
+)
+"""Message for a URL with userinfo next to an Authorization header, which
+aiohttp rejects on every request."""
+
+
+def url_has_userinfo(url: str) -> bool:
+    """Check whether `url` has a user or password part, as aiohttp 3 does."""
+    parsed = yarl.URL(url)
+    return parsed.raw_user is not None or parsed.raw_password is not None
 
 
 class BackoffPlan(ConfigModel):
@@ -35,3 +49,10 @@ class Server(ConfigModel):
     secret: Secret | None = None
     """Shorthand authentication, sent as the X-Cozmox-Secret header."""
     backoff_plan: BackoffPlan | None = None
+
+    @model_validator(mode="after")
+    def _check_authorization_source(self) -> "Server":
+        has_header = any(name.lower() == "authorization" for name in self.headers)
+        if has_header and url_has_userinfo(self.url):
+            raise ValueError(AUTHORIZATION_CLASH.format(source="headers"))
+        return self

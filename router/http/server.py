@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from router.http.openapi import openapi_document
-from router.logs import without_secrets
+from router.logs import redact_url, without_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +206,23 @@ def _bearer_token(authorization: str) -> str | None:
 def _jsonable(value: Any) -> Any:
     # Call records may contain pydantic models and datetimes. Secrets are
     # dropped here too, so a record built carelessly still never leaks one.
-    return pydantic_core.to_jsonable_python(without_secrets(value))
+    return _without_url_credentials(
+        pydantic_core.to_jsonable_python(without_secrets(value))
+    )
+
+
+def _without_url_credentials(value: Any) -> Any:
+    """Copy JSON data with the credentials in every URL string masked.
+
+    A webhook `url` may carry `user:password@` or a `?token=` parameter.
+    """
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {key: _without_url_credentials(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_url_credentials(item) for item in value]
+    return value
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -29,6 +29,7 @@ import yarl
 from multidict import CIMultiDict
 
 from router.config import Config, Server, WebhookDeliverySettings
+from router.config.server import AUTHORIZATION_CLASH, url_has_userinfo
 from router.metrics import Metrics
 from router.webhooks.assistant_request import AttemptFailed, retry_delay_seconds
 from router.webhooks.signing import auth_headers
@@ -245,6 +246,11 @@ class WebhookDelivery:
             )
         except LookupError as error:
             raise AttemptFailed("fault", str(error), retryable=False) from None
+        # The config checks reject this pair, but an inline assistant's server
+        # from a webhook reply is checked only against its own fields.
+        if "Authorization" in headers and url_has_userinfo(url):
+            detail = AUTHORIZATION_CLASH.format(source="the server's credential")
+            raise AttemptFailed("fault", detail, retryable=False)
 
         timeout = aiohttp.ClientTimeout(total=server.timeout_seconds)
         try:

@@ -1,6 +1,7 @@
 """The admin API on a real Router, in process: numbers, credentials, reload."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,43 @@ async def test_phone_number_by_id(client):
     assert await missing.json() == {"error": "phone number 'pn-9' not found"}
 
 
+async def test_phone_number_url_credentials_masked(tmp_path):
+    url = (
+        "http://bob:url-password-for-api-tests@127.0.0.1:18091/hook"
+        "?team=support&token=query-token-for-api-tests"
+    )
+    config = json.loads(json.dumps(CONFIG))
+    config["phoneNumbers"].append(
+        {
+            "id": "pn-url",
+            "credentialId": "trunk-a",
+            "number": "+14155550101",
+            "server": {"url": url},
+        }
+    )
+    path = tmp_path / "router.json"
+    path.write_text(json.dumps(config))
+    router = Router(load_config(path), LIMITS, path)
+    client = TestClient(TestServer(build_http_app(router), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        by_id = await client.get("/phone-number/pn-url", headers=bearer())
+        listed = await client.get("/phone-number", headers=bearer())
+        by_id_text = await by_id.text()
+        listed_text = await listed.text()
+    finally:
+        await client.close()
+
+    assert by_id.status == 200
+    assert json.loads(by_id_text)["server"]["url"] == (
+        "http://bob:[redacted]@127.0.0.1:18091/hook?team=support&token=[redacted]"
+    )
+    for text in (by_id_text, listed_text):
+        assert "url-password-for-api-tests" not in text
+        assert "query-token-for-api-tests" not in text
+    assert_no_secret(listed_text)
+
+
 async def test_credentials_listed_without_secrets(client):
     response = await client.get("/credential", headers=bearer())
     body = await response.json()
@@ -196,6 +234,24 @@ async def test_reload_rejects_invalid_file(client, config_path):
     assert len(body["errors"]) == 1
     assert body["errors"][0].startswith("phoneNumbers[0].status")
     assert_no_secret(await response.text())
+
+
+async def test_reload_rejects_alias_bomb(client, config_path):
+    lines = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for below, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{','.join([f'*{below}'] * 9)}]")
+    config_path.write_text("\n".join(lines) + "\n")
+
+    started = time.monotonic()
+    response = await client.post("/admin/reload", headers=bearer())
+    elapsed = time.monotonic() - started
+    body = await response.json()
+
+    assert response.status == 422
+    assert body["result"] == "rejected"
+    assert len(body["errors"]) == 1
+    assert "through YAML aliases" in body["errors"][0]
+    assert elapsed < 1
 
 
 async def test_reload_needs_post(client):

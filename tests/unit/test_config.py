@@ -4,6 +4,7 @@ import copy
 import json
 import random
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,60 @@ BAD_FILES = [
         ),
         "org.server.credentialId",
         "credential 'nope' not found",
+    ),
+    (
+        "server-url-userinfo-and-authorization-header",
+        config_text(
+            number(
+                "server:\n"
+                "  url: http://bob:pw@127.0.0.1:18091/hook\n"
+                "  headers: {authorization: Basic Ym9iOnB3}"
+            )
+        ),
+        "phoneNumbers[0].server",
+        "headers cannot also set Authorization",
+    ),
+    (
+        "org-server-url-user-and-authorization-header",
+        config_text(
+            number(),
+            head=(
+                "org: {server: {url: 'http://bob@127.0.0.1:8090/a',"
+                " headers: {Authorization: x}}}"
+            ),
+        ),
+        "org.server",
+        "headers cannot also set Authorization",
+    ),
+    (
+        "server-url-userinfo-and-bearer-credential",
+        config_text(
+            number(
+                "server: {url: 'http://bob:pw@127.0.0.1:18091/hook',"
+                " credentialId: hook-a}"
+            ),
+            credentials=TRUNK + WEBHOOK,
+        ),
+        "phoneNumbers[0].server.credentialId",
+        "the authenticationPlan of credential 'hook-a' cannot also set Authorization",
+    ),
+    (
+        "org-server-url-userinfo-and-hmac-authorization",
+        config_text(
+            number(),
+            credentials=TRUNK
+            + WEBHOOK.replace(
+                "{type: bearer, token: inline-token}",
+                "{type: hmac, secretKey: k, algorithm: sha256,"
+                " signatureHeader: AUTHORIZATION}",
+            ),
+            head=(
+                "org: {server: {url: 'http://:pw@127.0.0.1:8090/a',"
+                " credentialId: hook-a}}"
+            ),
+        ),
+        "org.server.credentialId",
+        "cannot also set Authorization",
     ),
     (
         "duplicate-credential-id",
@@ -1117,3 +1172,53 @@ def test_server_accepts_secret_str():
     )
 
     assert config.org.server.secret.get_secret_value() == "s"
+
+
+def alias_bomb(levels: int) -> str:
+    """Return YAML whose alias levels each repeat the level below nine times."""
+    names = "abcdefghijklmnopqrstuvwxyz"
+    lines = [f"{names[0]}: &{names[0]} [x,x,x,x,x,x,x,x,x]"]
+    for level in range(1, levels):
+        below = f"*{names[level - 1]}"
+        items = ",".join([below] * 9)
+        lines.append(f"{names[level]}: &{names[level]} [{items}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_rejected_fast(tmp_path):
+    text = alias_bomb(9)
+    assert len(text.encode()) < 400
+
+    started = time.monotonic()
+    errors = load_errors(tmp_path, text)
+    elapsed = time.monotonic() - started
+
+    assert errors == [
+        "the config file expands to more than 1000000 extra values through YAML"
+        " aliases; write the repeated parts out or nest fewer aliases"
+    ]
+    assert elapsed < 0.5
+
+
+def test_recursive_alias_rejected(tmp_path):
+    errors = load_errors(tmp_path, "router: &loop [*loop]\n")
+
+    assert len(errors) == 1
+    assert "through YAML aliases" in errors[0]
+
+
+def test_server_url_userinfo_alone_loads(tmp_path):
+    server = "server: {url: 'http://bob:pw@127.0.0.1:18091/hook', headers: {X-A: b}}"
+
+    config = load_config(write(tmp_path, config_text(number(server))))
+
+    assert config.phone_numbers[0].server.headers == {"X-A": "b"}
+
+
+def test_shared_server_alias_loads(tmp_path):
+    server = "server: &hook {url: 'http://127.0.0.1:18091/hook'}"
+    numbers = number(server) + number("server: *hook", '"+14155550101"', "pn-2")
+
+    config = load_config(write(tmp_path, config_text(numbers)))
+
+    assert config.phone_numbers[1].server.url == "http://127.0.0.1:18091/hook"

@@ -13,6 +13,7 @@ from router.logs import (
     is_secret_key,
     mask_number,
     redact_secrets,
+    redact_url,
     without_secrets,
 )
 
@@ -209,3 +210,24 @@ def test_without_secrets_drops_keys_and_secret_values():
         "headers": {"X-Team": "a"},
         "list": ["kept"],
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://bob:pw-secret@127.0.0.1:18091/hook?token=tok-secret",
+            "http://bob:[redacted]@127.0.0.1:18091/hook?token=[redacted]",
+        ),
+        ("https://tok-secret@127.0.0.1/a", "https://[redacted]@127.0.0.1/a"),
+        (
+            "http://127.0.0.1/a?x=1&api_key=k-secret&flag",
+            "http://127.0.0.1/a?x=1&api_key=[redacted]&flag",
+        ),
+        ("http://127.0.0.1/a?maxTokens=5", "http://127.0.0.1/a?maxTokens=5"),
+        ("sip:+14155550100@127.0.0.1", "sip:+14155550100@127.0.0.1"),
+    ],
+    ids=["password-and-token", "lone-user", "api-key", "plain-query", "sip-uri"],
+)
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected

@@ -327,6 +327,32 @@ async def test_missing_credential_is_a_fault(receiver, session, metrics):
     assert deliveries(metrics, "fault") == 1
 
 
+async def test_url_userinfo_and_bearer_is_a_fault(receiver, session, metrics):
+    config = Config.model_validate(
+        {
+            "credentials": [
+                {
+                    "id": "bearer",
+                    "provider": "webhook",
+                    "name": "bearer",
+                    "authenticationPlan": {"type": "bearer", "token": "tok-9"},
+                }
+            ]
+        }
+    )
+    delivery = make_delivery(session, metrics, config)
+    url = receiver.url.replace("http://", "http://bob:pw@")
+    server = make_server(
+        url, credentialId="bearer", backoffPlan={"maxRetries": 3, "baseDelaySeconds": 0}
+    )
+
+    delivery.send("call-1", message(0), server)
+    await delivery.flush(5)
+
+    assert receiver.seen == []
+    assert deliveries(metrics, "fault") == 1
+
+
 # ----- a full queue ---------------------------------------------------------------
 
 
