@@ -38,6 +38,7 @@ from router.sip.engine import (
 from router.sip.limits import SipLimits, probe_limits
 from router.sip.options import GatewayMonitor
 from router.sip.registration_manager import RegistrationManager
+from router.sip.udp_buffer import UdpDropCollector
 from router.speech import Speech
 from router.webhooks.assistant_request import AssistantRequestClient
 from router.webhooks.delivery import WebhookDelivery
@@ -275,6 +276,7 @@ class Router:
             await loop.run_in_executor(None, self.engine.start)
         except SipStartError as error:
             raise StartupError(str(error)) from None
+        self._watch_udp_receive_buffer()
         await self._start_http()
         self.metrics.set_call_slots(0, self.limits.max_calls)
         await self.registrations.apply(self.config.trunks())
@@ -290,6 +292,23 @@ class Router:
             http=f"{self.config.router.http.host}:{self.config.router.http.port}",
             limits=self.limits.as_json(),
         )
+
+    def _watch_udp_receive_buffer(self) -> None:
+        """Log the UDP SIP socket's receive buffer and export its drop count."""
+        buffer = self.engine.udp_receive_buffer
+        if buffer is None:
+            return
+        self.registry.register(UdpDropCollector(buffer.inode))
+        # Linux grants twice the bytes asked for, as room for its bookkeeping.
+        if buffer.granted < buffer.requested:
+            log.warning(
+                "sip.udp_receive_buffer_capped",
+                requested_bytes=buffer.requested,
+                granted_bytes=buffer.granted,
+                hint="raise net.core.rmem_max so that INVITE bursts are not dropped",
+            )
+        else:
+            log.info("sip.udp_receive_buffer", granted_bytes=buffer.granted)
 
     async def _start_http(self) -> None:
         settings = self.config.router.http
@@ -433,6 +452,7 @@ def _engine_settings(config: Config) -> EngineSettings:
         rtp_port_start=sip.rtp_port_start,
         rtp_port_count=sip.rtp_port_count,
         requested_max_calls=requested_max_calls(config),
+        udp_receive_buffer_bytes=sip.udp_receive_buffer_bytes,
     )
 
 

@@ -25,6 +25,7 @@ RESTART_ONLY_SETTINGS = (
     (("sip", "public_host"), "router.sip.publicHost"),
     (("sip", "rtp_port_start"), "router.sip.rtpPortStart"),
     (("sip", "rtp_port_count"), "router.sip.rtpPortCount"),
+    (("sip", "udp_receive_buffer_bytes"), "router.sip.udpReceiveBufferBytes"),
     (("http", "host"), "router.http.host"),
     (("http", "port"), "router.http.port"),
     (("log_format",), "router.logFormat"),

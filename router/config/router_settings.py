@@ -34,6 +34,10 @@ class SipSettings(ConfigModel):
     # Declared after rtp_port_start, which its validator reads.
     rtp_port_count: int = Field(2000, ge=2)
     """Ports for RTP and RTCP, two per media stream."""
+    udp_receive_buffer_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)
+    """Kernel receive buffer asked for on the UDP SIP socket; 0 keeps the
+    kernel's default. It holds INVITE bursts until the router reads them.
+    Without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`."""
 
     @field_validator("rtp_port_count")
     @classmethod

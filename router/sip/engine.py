@@ -71,6 +71,7 @@ from router.sip.registration import (
 )
 from router.sip.registration_spec import RegistrationSpec
 from router.sip.sockets import SocketBudget
+from router.sip.udp_buffer import ReceiveBuffer, set_receive_buffer
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +119,7 @@ class SipEngine:
         self._endpoint: RouterEndpoint | None = None
         self._account: RouterAccount | None = None
         self.bound: list[ListenAddress] = []
+        self.udp_receive_buffer: ReceiveBuffer | None = None
         # Loop side: awaitables per call key, resolved by posted events.
         self._ended: dict[CallKey, asyncio.Future[LegEnded]] = {}
         self._answered: dict[CallKey, asyncio.Future[None]] = {}
@@ -272,6 +274,10 @@ class SipEngine:
             self._trunk_accounts.transport_names[address.transport] = info.localName
             _, port = split_host_port(info.localName)
             self.bound.append(ListenAddress(address.transport, address.host, port))
+            if address.transport == "udp":
+                self.udp_receive_buffer = set_receive_buffer(
+                    address.host, port, self.settings.udp_receive_buffer_bytes
+                )
 
     def _create_account(self, loop_media: bool) -> RouterAccount:
         """Create the router's local account, with or without RTP sockets.

@@ -53,6 +53,7 @@ class EngineSettings:
     rtp_port_start: int
     rtp_port_count: int
     requested_max_calls: int
+    udp_receive_buffer_bytes: int = 0
     user_agent: str = "cozmox-router"
 
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from router.config import load_config
 from router.metrics import Metrics
+from router.sip.udp_buffer import UdpDropCollector
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -77,8 +78,12 @@ def alert_queries() -> list[str]:
 
 
 def exported_names() -> set[str]:
-    """Return every sample name the router's registry can expose, plus `up`."""
-    names = {"up"}
+    """Return every sample name the router's registry can expose, plus `up`.
+
+    The kernel's drop count comes from a collector that the daemon adds
+    once its UDP socket is bound.
+    """
+    names = {"up", UdpDropCollector.NAME + "_total"}
     for family in CollectorRegistry.collect(Metrics(CollectorRegistry()).registry):
         suffixes = {
             "counter": ["_total"],
