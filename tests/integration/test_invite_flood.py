@@ -43,6 +43,17 @@ def send_burst(router: Daemon, number: str, source: str) -> None:
             time.sleep(0.001)
 
 
+def accounted(router: Daemon) -> tuple[float, float, float]:
+    """Return the burst's INVITEs rejected by the router, by pjsua, and the
+    packets the kernel dropped before the router could read them."""
+    metrics = router.metrics()
+    return (
+        metrics.value("cozmox_router_calls_total", outcome="rejected"),
+        metrics.value("cozmox_router_sip_invites_rejected_total", status="486"),
+        metrics.value("cozmox_router_sip_udp_receive_drops_total"),
+    )
+
+
 @pytest.mark.parametrize(
     ("number", "source"),
     [("+19999999999", "127.0.0.2"), ("+14155550103", "127.0.0.1")],
@@ -52,7 +63,11 @@ def test_invite_burst_leaves_daemon_serving(
     router: Daemon, runtime: SippRuntime, tmp_path: Path, number: str, source: str
 ) -> None:
     send_burst(router, number, source)
-    time.sleep(1.5)
+    # On a loaded machine the owner thread may still be working through
+    # the burst; every INVITE must end up answered or counted as dropped.
+    deadline = time.monotonic() + 15
+    while sum(accounted(router)) < BURST_SIZE and time.monotonic() < deadline:
+        time.sleep(0.2)
 
     result = run_sipp(
         "uac-static-assistant-expect-200.xml",
@@ -63,8 +78,10 @@ def test_invite_burst_leaves_daemon_serving(
         log_dir=tmp_path,
     )
     assert result.exit_code == 0, result.describe()
-    metrics = router.metrics()
-    rejected = metrics.value("cozmox_router_calls_total", outcome="rejected")
-    by_stack = metrics.value("cozmox_router_sip_invites_rejected_total", status="486")
-    print(f"rejected by the router {rejected}, by pjsua {by_stack}")
-    assert rejected + by_stack > BURST_SIZE * 0.9
+    rejected, by_stack, dropped = accounted(router)
+    print(f"rejected by the router {rejected}, by pjsua {by_stack}, dropped {dropped}")
+    assert rejected + by_stack + dropped == BURST_SIZE
+    # The router's enlarged receive buffer holds a burst of this size,
+    # unless the kernel capped it (net.core.rmem_max, without root).
+    if not router.events("sip.udp_receive_buffer_capped"):
+        assert dropped == 0
