@@ -101,7 +101,7 @@ def test_alert_rules_pass_promtool():
 
     result = run_tool(promtool, "check", "rules", str(ALERTS))
 
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_alert_rules_unit_tests_pass():
