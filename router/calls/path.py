@@ -2,7 +2,8 @@
 
 `CallPath.handle()` runs the steps for one INVITE:
 
-1. receive: count it, check the limits and the message size;
+1. receive: count it, check the limits, the message size and
+   Max-Forwards;
 2. identify the trunk by the source address;
 3. find the dialled number among the trunks' numbers;
 4. check the number's status;
@@ -47,6 +48,7 @@ from router.errors import (
     RouterError,
     RouterFault,
     ShutDown,
+    TooManyHops,
     final_response,
     reason_header,
 )
@@ -168,6 +170,9 @@ class CallPath:
             # Step 1 comes first: the 513 that handle() logs is also sent.
             too_large = MessageTooLarge("body shorter than its Content-Length")
             return InviteVerdict(media=False, final=final_response(too_large))
+        if request.max_forwards() == 0:
+            too_many_hops = TooManyHops("Max-Forwards is 0")
+            return InviteVerdict(media=False, final=final_response(too_many_hops))
         routing = self._routing()
         try:
             trunks = routing.table.match_trunks(
@@ -317,7 +322,7 @@ class CallPath:
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
-        """Step 1: refuse what the router cannot take (503 or 513)."""
+        """Step 1: refuse what the router cannot take (503, 513 or 483)."""
         if self.draining:
             raise Draining()
         if call.invite.pre_rejected == ConcurrencyLimitReached.sip_status:
@@ -327,6 +332,8 @@ class CallPath:
                 f"body of {call.invite.body_bytes} bytes, "
                 f"Content-Length {call.invite.content_length}"
             )
+        if call.invite.max_forwards == 0:
+            raise TooManyHops("Max-Forwards is 0")
         config = self._routing().config
         if self.active_calls > config.router.max_concurrent_calls:
             raise ConcurrencyLimitReached(

@@ -823,6 +823,7 @@ def _read_invite(
         body_bytes=len(request.body),
         message_bytes=request.size_bytes,
         cut=is_cut(request, limits.max_packet_bytes),
+        max_forwards=request.max_forwards(),
     )
 
 
