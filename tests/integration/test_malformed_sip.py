@@ -251,3 +251,57 @@ def test_max_forwards_zero_gets_483(
     assert rejected == 3
     assert metrics.value("cozmox_router_sip_invites_received_total") == 4
     assert_still_serving(router, tmp_path)
+
+
+def test_sips_uri_without_tls_gets_pjsua_480(
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    static = f"sips:{STATIC}@127.0.0.1:{port}"
+    ask = f"sips:{ASK}@127.0.0.1:{port}"
+
+    exchanges = send_udp(
+        [Request(port, request_uri=uri).build for uri in (static, ask)], port
+    )
+    over_tcp = send_tcp(Request(port, transport="TCP", request_uri=static).build, port)
+
+    # NOTE: RFC 3261 section 8.2.2.1 calls for 416 Unsupported URI Scheme.
+    # pjsua 2.15.1 sends 480 itself after onSelectAccount and never calls
+    # onIncomingCall, so the router cannot choose the status.
+    for exchange in [*exchanges, over_tcp]:
+        assert exchange.statuses == [480]
+    assert runtime.invites() == []
+    assert webhooks.requests() == []
+    metrics = router.metrics()
+    rejected = metrics.value("cozmox_router_sip_invites_rejected_total", status="480")
+    assert rejected == 3
+    # Counted once each, by pjsua's onRejectedIncomingCall.
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 3
+    assert_still_serving(router, tmp_path)
+
+
+def test_cseq_method_mismatch_gets_pjsua_500(
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    cseq_bye = ((b"CSeq: 1 INVITE", b"CSeq: 1 BYE"),)
+    builders = [
+        Request(port, number=number, replace=cseq_bye).build for number in (STATIC, ASK)
+    ]
+
+    exchanges = send_udp(builders, port)
+
+    # NOTE: the expected response is 400 Bad Request, because RFC 3261
+    # section 8.1.1.5 requires the CSeq method to match the request's.
+    # pjsip 2.15.1 fails to create the INVITE transaction, and pjsua sends
+    # 500 itself before onIncomingCall, so the router cannot choose it.
+    for exchange in exchanges:
+        assert exchange.statuses == [500]
+    assert runtime.invites() == []
+    assert webhooks.requests() == []
+    metrics = router.metrics()
+    rejected = metrics.value("cozmox_router_sip_invites_rejected_total", status="500")
+    assert rejected == 2
+    # Counted once each, by pjsua's onRejectedIncomingCall.
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 2
+    assert_still_serving(router, tmp_path)
