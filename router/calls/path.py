@@ -158,8 +158,8 @@ class CallPath:
         """Decide what an INVITE needs before pjsua creates its media.
 
         Runs on the pjsua2 owner thread and only reads. A verdict of steps
-        2 to 4 is sent at once, and so is the 302 of a static route in
-        `redirect` mode (`_static_redirect`). A call that can only be
+        1 to 4 is sent at once, and so are the 180 and 302 of a static
+        route in `redirect` mode (`_static_redirect`). A call that can only be
         redirected needs no RTP sockets. `handle()` later runs the same
         steps for the logs, metrics and webhooks and reaches the same
         verdict.
@@ -213,7 +213,9 @@ class CallPath:
         response = redirect_response(
             config.router.runtime.uri, call_id, number.id, route
         )
-        return InviteVerdict(media=False, final=response, call_id=call_id)
+        return InviteVerdict(
+            media=False, final=response, call_id=call_id, ring_first=True
+        )
 
     # ----- the path -------------------------------------------------------------
 
@@ -287,8 +289,8 @@ class CallPath:
     ) -> None:
         """Record steps 5 and 7 of a call that the engine redirected at once.
 
-        The 302 is out already, so only the states, webhooks and metrics
-        follow: no 180 goes out.
+        The 180 and the 302 are out already, so only the states, webhooks
+        and metrics follow.
         """
         route = static_route(number)
         if route is None or config.router.runtime.mode != "redirect" or number.hooks:
