@@ -119,6 +119,20 @@ class MessageTooLarge(CallRejected):
     reveals_reason = False
 
 
+class TooManyHops(CallRejected):
+    """The INVITE arrived with `Max-Forwards: 0`.
+
+    RFC 3261 section 16.3 forbids forwarding such a request, and every
+    route passes the call on (bridge, REFER or 302), so it is rejected
+    before any route is chosen.
+    """
+
+    sip_status = 483
+    reason_phrase = "Too Many Hops"
+    ended_reason = ended_reasons.TOO_MANY_HOPS
+    reveals_reason = False
+
+
 class SourceNotAllowed(CallRejected):
     """The source address matches no inbound gateway of the selected trunks."""
 

@@ -2,7 +2,8 @@
 
 `CallPath.handle()` runs the steps for one INVITE:
 
-1. receive: count it, check the limits and the message size;
+1. receive: count it, check the limits, the message size and
+   Max-Forwards;
 2. identify the trunk by the source address;
 3. find the dialled number among the trunks' numbers;
 4. check the number's status;
@@ -47,6 +48,7 @@ from router.errors import (
     RouterError,
     RouterFault,
     ShutDown,
+    TooManyHops,
     final_response,
     reason_header,
 )
@@ -156,8 +158,8 @@ class CallPath:
         """Decide what an INVITE needs before pjsua creates its media.
 
         Runs on the pjsua2 owner thread and only reads. A verdict of steps
-        2 to 4 is sent at once, and so is the 302 of a static route in
-        `redirect` mode (`_static_redirect`). A call that can only be
+        1 to 4 is sent at once, and so are the 180 and 302 of a static
+        route in `redirect` mode (`_static_redirect`). A call that can only be
         redirected needs no RTP sockets. `handle()` later runs the same
         steps for the logs, metrics and webhooks and reaches the same
         verdict.
@@ -168,6 +170,9 @@ class CallPath:
             # Step 1 comes first: the 513 that handle() logs is also sent.
             too_large = MessageTooLarge("body shorter than its Content-Length")
             return InviteVerdict(media=False, final=final_response(too_large))
+        if request.max_forwards() == 0:
+            too_many_hops = TooManyHops("Max-Forwards is 0")
+            return InviteVerdict(media=False, final=final_response(too_many_hops))
         routing = self._routing()
         try:
             trunks = routing.table.match_trunks(
@@ -208,7 +213,9 @@ class CallPath:
         response = redirect_response(
             config.router.runtime.uri, call_id, number.id, route
         )
-        return InviteVerdict(media=False, final=response, call_id=call_id)
+        return InviteVerdict(
+            media=False, final=response, call_id=call_id, ring_first=True
+        )
 
     # ----- the path -------------------------------------------------------------
 
@@ -282,8 +289,8 @@ class CallPath:
     ) -> None:
         """Record steps 5 and 7 of a call that the engine redirected at once.
 
-        The 302 is out already, so only the states, webhooks and metrics
-        follow: no 180 goes out.
+        The 180 and the 302 are out already, so only the states, webhooks
+        and metrics follow.
         """
         route = static_route(number)
         if route is None or config.router.runtime.mode != "redirect" or number.hooks:
@@ -317,7 +324,7 @@ class CallPath:
         return call
 
     def _check_admission(self, call: CallRecord) -> None:
-        """Step 1: refuse what the router cannot take (503 or 513)."""
+        """Step 1: refuse what the router cannot take (503, 513 or 483)."""
         if self.draining:
             raise Draining()
         if call.invite.pre_rejected == ConcurrencyLimitReached.sip_status:
@@ -327,6 +334,8 @@ class CallPath:
                 f"body of {call.invite.body_bytes} bytes, "
                 f"Content-Length {call.invite.content_length}"
             )
+        if call.invite.max_forwards == 0:
+            raise TooManyHops("Max-Forwards is 0")
         config = self._routing().config
         if self.active_calls > config.router.max_concurrent_calls:
             raise ConcurrencyLimitReached(

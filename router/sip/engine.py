@@ -621,9 +621,11 @@ class SipEngine:
         invite = dataclasses.replace(invite, has_media=media)
         self._calls[key.slot].late_offer = invite.body_bytes == 0
         response = verdict.final if verdict else None
+        ring_first = verdict is not None and verdict.ring_first
         if self.slots_used >= self.limits.max_calls:
             # This INVITE took the last, spare slot.
             response = final_response(ConcurrencyLimitReached())
+            ring_first = False
         if response is None:
             self._post(self.on_invite, invite)
             return
@@ -655,6 +657,10 @@ class SipEngine:
         leg = self._calls[key.slot]
         leg.hanging_up = True
         try:
+            if ring_first:
+                # Every routed call rings first, a static redirect included.
+                # pjsua queues both responses and sends them in order.
+                call.answer(call_op(180, None, []))
             call.answer(call_op(response.status, None, response.headers))
         except pj.Error:
             leg.hanging_up = False
@@ -829,6 +835,7 @@ def _read_invite(
         body_bytes=len(request.body),
         message_bytes=request.size_bytes,
         cut=is_cut(request, limits.max_packet_bytes),
+        max_forwards=request.max_forwards(),
     )
 
 

@@ -66,6 +66,9 @@ class InviteVerdict:
     call_id: str | None = None
     """The router's id for the call, when `final` carries it (a 302 whose
     Contact names it); the call's record takes this id."""
+    ring_first: bool = False
+    """True when the call passed steps 2 to 4, so 180 Ringing precedes
+    `final` (the 302 of a static redirect)."""
 
 
 @dataclass(frozen=True)

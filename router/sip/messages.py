@@ -27,6 +27,8 @@ _DIGITS = re.compile(r"[0-9]+")
 # A Content-Length past this is clamped to it. It is far larger than any
 # message, and int() refuses strings of more than 4300 digits.
 MAX_CONTENT_LENGTH = 2**63 - 1
+# The largest Max-Forwards that RFC 3261 section 20.22 allows.
+MAX_FORWARDS = 255
 
 _VIA_TRANSPORT = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)", re.IGNORECASE)
 _DISPLAY_NAME = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<')
@@ -76,6 +78,18 @@ class SipRequest:
         if len(digits) > len(str(MAX_CONTENT_LENGTH)):
             return MAX_CONTENT_LENGTH
         return min(int(digits), MAX_CONTENT_LENGTH)
+
+    def max_forwards(self) -> int | None:
+        """Return Max-Forwards as an int, or None when absent or invalid."""
+        value = self.header("max-forwards")
+        if value is None or not _DIGITS.fullmatch(value.strip()):
+            return None
+        # RFC 3261 section 20.22 gives the range 0 to 255, so a larger
+        # value is clamped to 255 before int() could meet a huge string.
+        digits = value.strip().lstrip("0") or "0"
+        if len(digits) > 3:
+            return MAX_FORWARDS
+        return min(int(digits), MAX_FORWARDS)
 
     @property
     def truncated(self) -> bool:
@@ -208,6 +222,8 @@ class InboundInvite:
     cut: bool = False
     # The router's call id that the engine chose with its final response.
     router_call_id: str | None = None
+    # None when the header is absent or not a number.
+    max_forwards: int | None = None
 
     @property
     def truncated(self) -> bool:

@@ -14,11 +14,14 @@ from call_helpers import ANSWERED, place_call
 from harness import Daemon
 from sip_sender import Request, send_tcp, send_udp
 from sipp_runner import SippRuntime, requires_sipp
+from webhook_server import WebhookServer
 
 pytestmark = [pytest.mark.integration, requires_sipp]
 
 BLOCKED = "+14155550103"
 STATIC = "+14155550100"
+# Routed by an assistant-request to the webhook server.
+ASK = "+14155550101"
 
 
 def assert_still_serving(router: Daemon, tmp_path: Path) -> None:
@@ -204,4 +207,101 @@ def test_flood_from_unknown_source_rejected(
     ) == finals.count(486)
     assert metrics.value("cozmox_router_sip_invites_received_total") == flood
     assert runtime.invites() == []
+    assert_still_serving(router, tmp_path)
+
+
+def max_forwards(value: str) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"Max-Forwards: 70", f"Max-Forwards: {value}".encode()),)
+
+
+def test_max_forwards_zero_gets_483(
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    cases = [
+        # RFC 3261 section 16.3: a request with Max-Forwards 0 is never
+        # forwarded, neither to the runtime nor by the assistant-request.
+        (Request(port, number=STATIC, replace=max_forwards("0")).build, 483),
+        (Request(port, number=ASK, replace=max_forwards("0")).build, 483),
+        (Request(port, number=STATIC, replace=max_forwards("00")).build, 483),
+        # Max-Forwards 1 still passes step 1: the blocked number's 403 shows
+        # that the INVITE reached step 4.
+        (Request(port, number=BLOCKED, replace=max_forwards("1")).build, 403),
+    ]
+
+    exchanges = send_udp([build for build, _ in cases], port, interval_seconds=0.1)
+
+    for (_, expected), exchange in zip(cases, exchanges, strict=True):
+        assert exchange.final == expected, exchange.statuses
+        # The 483 goes out without a 180 Ringing first.
+        assert 180 not in exchange.statuses, exchange.statuses
+    assert runtime.invites() == []
+    assert webhooks.messages("assistant-request") == []
+    # Only the blocked number's call, which reached step 3, is reported.
+    reported = {m.message["call"]["phoneNumberId"] for m in webhooks.messages()}
+    assert reported <= {"pn-blocked"}
+    metrics = router.metrics()
+    counted = metrics.value(
+        "cozmox_router_calls_total",
+        outcome="rejected",
+        ended_reason="call.start.error-too-many-hops",
+    )
+    assert counted == 3
+    rejected = metrics.value("cozmox_router_sip_invites_rejected_total", status="483")
+    assert rejected == 3
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 4
+    assert_still_serving(router, tmp_path)
+
+
+def test_sips_uri_without_tls_gets_pjsua_480(
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    static = f"sips:{STATIC}@127.0.0.1:{port}"
+    ask = f"sips:{ASK}@127.0.0.1:{port}"
+
+    exchanges = send_udp(
+        [Request(port, request_uri=uri).build for uri in (static, ask)], port
+    )
+    over_tcp = send_tcp(Request(port, transport="TCP", request_uri=static).build, port)
+
+    # NOTE: RFC 3261 section 8.2.2.1 calls for 416 Unsupported URI Scheme.
+    # pjsua 2.15.1 sends 480 itself after onSelectAccount and never calls
+    # onIncomingCall, so the router cannot choose the status.
+    for exchange in [*exchanges, over_tcp]:
+        assert exchange.statuses == [480]
+    assert runtime.invites() == []
+    assert webhooks.requests() == []
+    metrics = router.metrics()
+    rejected = metrics.value("cozmox_router_sip_invites_rejected_total", status="480")
+    assert rejected == 3
+    # Counted once each, by pjsua's onRejectedIncomingCall.
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 3
+    assert_still_serving(router, tmp_path)
+
+
+def test_cseq_method_mismatch_gets_pjsua_500(
+    router: Daemon, runtime: SippRuntime, webhooks: WebhookServer, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    cseq_bye = ((b"CSeq: 1 INVITE", b"CSeq: 1 BYE"),)
+    builders = [
+        Request(port, number=number, replace=cseq_bye).build for number in (STATIC, ASK)
+    ]
+
+    exchanges = send_udp(builders, port)
+
+    # NOTE: the expected response is 400 Bad Request, because RFC 3261
+    # section 8.1.1.5 requires the CSeq method to match the request's.
+    # pjsip 2.15.1 fails to create the INVITE transaction, and pjsua sends
+    # 500 itself before onIncomingCall, so the router cannot choose it.
+    for exchange in exchanges:
+        assert exchange.statuses == [500]
+    assert runtime.invites() == []
+    assert webhooks.requests() == []
+    metrics = router.metrics()
+    rejected = metrics.value("cozmox_router_sip_invites_rejected_total", status="500")
+    assert rejected == 2
+    # Counted once each, by pjsua's onRejectedIncomingCall.
+    assert metrics.value("cozmox_router_sip_invites_received_total") == 2
     assert_still_serving(router, tmp_path)

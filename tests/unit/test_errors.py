@@ -19,6 +19,7 @@ from router.errors import (
     RuntimeRejected,
     RuntimeUnreachable,
     SourceNotAllowed,
+    TooManyHops,
     TransferFailed,
     final_response,
     reason_header,
@@ -41,6 +42,8 @@ VERDICTS = [
      ended_reasons.DRAINING, "rejected", 30, False, True),
     (MessageTooLarge(), 513, "Message Too Large",
      ended_reasons.MESSAGE_TOO_LARGE, "rejected", None, False, False),
+    (TooManyHops(), 483, "Too Many Hops",
+     ended_reasons.TOO_MANY_HOPS, "rejected", None, False, False),
     (NoRouteOrServer(), 480, "Temporarily Unavailable",
      ended_reasons.NEITHER_ASSISTANT_NOR_SERVER, "failed", None, False, False),
     (AssistantRequestFailed(ended_reasons.ASSISTANT_REQUEST_FAILED), 480,
@@ -99,6 +102,7 @@ def test_every_error_is_a_router_error():
         ConcurrencyLimitReached,
         Draining,
         MessageTooLarge,
+        TooManyHops,
     ],
 )
 def test_rejections_are_call_rejected(cls):

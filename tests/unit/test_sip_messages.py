@@ -118,6 +118,28 @@ def test_truncated_body_shorter_than_content_length():
     assert len(request.body) == 4
 
 
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Max-Forwards: 70\r\n", 70),
+        ("Max-Forwards: 0\r\n", 0),
+        ("Max-Forwards: 000\r\n", 0),
+        ("Max-Forwards:  1 \r\n", 1),
+        ("Max-Forwards: 100000\r\n", 255),
+        ("Max-Forwards: 1" + "0" * 5000 + "\r\n", 255),
+        ("Max-Forwards: -1\r\n", None),
+        ("Max-Forwards: ten\r\n", None),
+        ("", None),
+    ],
+)
+def test_max_forwards_read_and_clamped(header, expected):
+    request = parse_request(
+        INVITE.replace("CSeq: 1 INVITE\r\n", header + "CSeq: 1 INVITE\r\n")
+    )
+
+    assert request.max_forwards() == expected
+
+
 @pytest.mark.parametrize("raw", ["", "garbage", "INVITE sip:a@b\r\n\r\n"])
 def test_malformed_request_line_raises(raw):
     with pytest.raises(MalformedRequest):
@@ -132,4 +154,5 @@ def test_parse_request_never_raises_other_errors(raw):
         return
     request.x_headers()
     request.content_length()
+    request.max_forwards()
     request.transport()
