@@ -251,9 +251,11 @@ def _may_hold_credential(text: str) -> bool:
             or "bearer" in lowered
             or "basic" in lowered
             or "digest" in lowered
-            or "://" in lowered
-            or "sip:" in lowered
-            or "sips:" in lowered
+            # Each URI mark has a colon, so most ids and names skip the three.
+            or (
+                ":" in text
+                and ("://" in text or "sip:" in lowered or "sips:" in lowered)
+            )
         )
     return _MAY_HOLD_CREDENTIAL.search(text) is not None
 
