@@ -424,6 +424,7 @@ def _measured_json(measured: dict[str, Any]) -> dict[str, Any]:
             "accepted": scan["accepted"],
             "ended": scan["ended"],
             "unparsed": scan["unparsed"][:20],
+            "samples": scan["samples"],
             "expected": soak_checks.EXPECTED_LOG_EVENTS,
         },
     }

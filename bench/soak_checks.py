@@ -14,6 +14,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from router.logs import redact_secrets, redact_text
+
 Results = dict[str, Any]
 
 # The soak runs at this fraction of the router's top rate for its mix.
@@ -25,6 +27,11 @@ MAX_RSS_GROWTH = 0.10
 # does not decide the check.
 RSS_WINDOW_SECONDS = 10.0
 LOG_LEVELS_CHECKED = ("warning", "error", "critical")
+# The log scan keeps the text of the first events of each unexpected name,
+# so that a failed log check can be diagnosed from the report alone.
+SAMPLES_PER_EVENT = 5
+# Kept events and lines that are not JSON are cut to this many characters.
+SAMPLE_MAX_CHARACTERS = 500
 
 # Log events at warning level or above that the soak's load causes on a
 # healthy router, with the reason. A `call.ended` event is named with its
@@ -248,12 +255,16 @@ def scan_log(lines: Iterable[str]) -> Results:
 
     Returns `events` ({level: {event: count}}, a `call.ended` event named
     with its endedReason), the counts of the `call.received`,
-    `call.trunk_matched` and `call.ended` events, and `unparsed`: lines that
-    are not a JSON object with an `event`, such as a traceback.
+    `call.trunk_matched` and `call.ended` events, `unparsed`: lines that
+    are not a JSON object with an `event`, such as a traceback, and
+    `samples`: {event: [JSON text]}, the first `SAMPLES_PER_EVENT` events
+    of each unexpected name at those levels. Kept text is redacted as the
+    router redacts its log, then cut to `SAMPLE_MAX_CHARACTERS`.
     """
     events: dict[str, Counter[str]] = {level: Counter() for level in LOG_LEVELS_CHECKED}
     received = accepted = ended = 0
     unparsed: list[str] = []
+    samples: dict[str, list[str]] = {}
     for line in lines:
         if not line.strip():
             continue
@@ -261,7 +272,7 @@ def scan_log(lines: Iterable[str]) -> Results:
             record = json.loads(line)
             event = str(record["event"])
         except (ValueError, KeyError, TypeError):
-            unparsed.append(line.rstrip()[:300])
+            unparsed.append(redact_text(line.rstrip())[:SAMPLE_MAX_CHARACTERS])
             continue
         level = str(record.get("level", "")).lower()
         if event == "call.received":
@@ -273,13 +284,26 @@ def scan_log(lines: Iterable[str]) -> Results:
             event = f"{event} {record.get('ended_reason') or 'without endedReason'}"
         if level in events:
             events[level][event] += 1
+            _keep_sample(samples, event, record)
     return {
         "events": {level: dict(counts) for level, counts in events.items()},
         "received": received,
         "accepted": accepted,
         "ended": ended,
         "unparsed": unparsed,
+        "samples": samples,
     }
+
+
+def _keep_sample(samples: dict[str, list[str]], event: str, record: Any) -> None:
+    if event in EXPECTED_LOG_EVENTS:
+        return
+    event_samples = samples.setdefault(event, [])
+    if len(event_samples) >= SAMPLES_PER_EVENT:
+        return
+    redacted = redact_secrets(None, "", dict(record))
+    text = json.dumps(redacted, default=str)
+    event_samples.append(text[:SAMPLE_MAX_CHARACTERS])
 
 
 def check_log_events(scan: Results) -> Results:
@@ -393,6 +417,12 @@ def _log_lines(log: Results) -> list[str]:
     lines += ["", "Expected events:", ""]
     for event, reason in log["expected"].items():
         lines.append(f"- `{event}`: {reason}")
+    # Soaks recorded before samples were kept have none.
+    samples = log.get("samples") or {}
+    if samples:
+        lines += ["", f"Unexpected events, the first {SAMPLES_PER_EVENT} of each:"]
+    for event, texts in sorted(samples.items()):
+        lines += ["", f"`{event}`:", "", "```", *texts, "```"]
     if log["unparsed"]:
         lines += ["", "Lines that are not JSON events (first 5):", "", "```"]
         lines += log["unparsed"][:5]

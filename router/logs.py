@@ -7,6 +7,7 @@ redaction and renderer, so the output has one format.
 """
 
 import functools
+import io
 import logging
 import re
 import sys
@@ -16,7 +17,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import structlog
 from pydantic import BaseModel, SecretBytes, SecretStr
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -36,6 +37,13 @@ _SECRET_KEY_SUFFIXES = (
     "apikey",
 )
 _NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
+# Query parameters of URLs, and parameters and headers of SIP URIs, also
+# carry credentials under names that are too general for mapping keys:
+# `key` (an API key, `subscription-key`), `sig` and `signature` (signed URLs
+# such as `X-Amz-Signature`), `auth`, `pass` and `pwd`. The value of a
+# parameter is masked when its name ends in one of these or `is_secret_key`
+# matches it.
+_SECRET_PARAMETER_SUFFIXES = ("key", "sig", "signature", "auth", "pass", "pwd")
 
 # Secrets inside logged text, such as a SIP or HTTP message that pjsip or
 # aiohttp includes in an error. These patterns find the value of an
@@ -50,13 +58,24 @@ _AUTHORIZATION_LINE = re.compile(
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)[ \t]+[A-Za-z0-9._~+/-]{8,}=*")
 _DIGEST = re.compile(r"(?i)\b(digest)[ \t]+\w+[ \t]*=[^\r\n]*")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
-# Each of the four patterns above needs one of the words authorization,
-# bearer, basic or digest, or `://`, so text without any of them is logged
-# as it is (`_may_hold_credential`). Most logged strings are ids and names,
-# and for them that check costs far less than four substitutions. Non-ASCII
-# text is checked with the patterns' own flags, because under IGNORECASE a
-# look-alike such as the long s in "baſic" matches `basic`.
-_MAY_HOLD_CREDENTIAL = re.compile(r"(?i)authorization|bearer|basic|digest|://")
+# A URL, or a SIP URI (RFC 3261 section 19.1.1), inside free text. It ends
+# at white space, a quote or an angle bracket, the characters that delimit
+# a URI in messages and headers.
+_URI_IN_TEXT = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|sips?:)[^\s\"'<>]+")
+# The password of `sip:user:password@host`, which RFC 3261 (section 25.1)
+# allows. A password cannot contain `;` or `?`, so either one ends it.
+_SIP_PASSWORD = re.compile(r"(?i)^(sips?:[^:@]*:)[^@;?]*@")
+# A `name=value` parameter after the `?`, `&`, `;` or `#` that starts it:
+# the query of a URL, or the parameters and headers of a SIP URI.
+_URI_PARAMETER = re.compile(r"([?&;#])([^=&;#?]*)=([^&;#]*)")
+# Each of the five patterns above needs one of the words authorization,
+# bearer, basic or digest, or `://`, `sip:` or `sips:`, so text without any
+# of them is logged as it is (`_may_hold_credential`). Most logged strings
+# are ids and names, and for them that check costs far less than five
+# substitutions. Non-ASCII text is checked with the patterns' own flags,
+# because under IGNORECASE a look-alike such as the long s in "baſic"
+# matches `basic`.
+_MAY_HOLD_CREDENTIAL = re.compile(r"(?i)authorization|bearer|basic|digest|://|sips?:")
 # Values of these types are logged as they are, without any check.
 _PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
@@ -84,6 +103,26 @@ def _is_secret_name(key: str) -> bool:
     return normalized.endswith(_SECRET_KEY_SUFFIXES)
 
 
+def is_secret_parameter(name: str) -> bool:
+    """Return whether a URL query or SIP URI parameter is named like a credential.
+
+    Besides the names that `is_secret_key` matches, names ending in key,
+    sig, signature, auth, pass or pwd match, such as `key`, `sig` and
+    `X-Amz-Signature`.
+    """
+    return _is_secret_parameter_name(name)
+
+
+# Percent-encoded names are decoded first, so `api%5Fkey` matches too.
+@functools.lru_cache(maxsize=1024)
+def _is_secret_parameter_name(name: str) -> bool:
+    decoded = unquote_plus(name)
+    if _is_secret_name(decoded):
+        return True
+    normalized = _NON_ALPHANUMERIC.sub("", decoded.lower())
+    return normalized.endswith(_SECRET_PARAMETER_SUFFIXES)
+
+
 def _redact_value(value: Any) -> Any:
     if type(value) in _PLAIN_TYPES:
         return value
@@ -100,6 +139,8 @@ def _redact_value(value: Any) -> Any:
         return [value[0], REDACTED]
     if isinstance(value, list | tuple):
         return [_redact_value(item) for item in value]
+    # NOTE: the renderers write any other object, such as an exception or a
+    # yarl.URL, with repr() and without this check, so log str() of those.
     return value
 
 
@@ -118,14 +159,44 @@ def redact_text(text: str) -> str:
     """Replace credentials inside free text with a marker.
 
     Covers Authorization and Proxy-Authorization header lines, `Bearer`,
-    `Basic` and `Digest` credentials, and `user:password@` in URLs.
+    `Basic` and `Digest` credentials, `user:password@` in URLs, and in
+    each URL or SIP URI of the text the parts that `redact_uri` masks.
     """
     if not text or not _may_hold_credential(text):
         return text
     text = _AUTHORIZATION_LINE.sub(rf"\1 {REDACTED}", text)
     text = _CREDENTIAL.sub(rf"\1 {REDACTED}", text)
     text = _DIGEST.sub(rf"\1 {REDACTED}", text)
-    return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    return _redact_uris(text)
+
+
+def _redact_uris(text: str) -> str:
+    return _URI_IN_TEXT.sub(lambda match: redact_uri(match.group()), text)
+
+
+def redact_uri(uri: str) -> str:
+    """Mask the credentials of a URL or SIP URI that may not parse.
+
+    The user information of `scheme://user:password@` and the password of
+    `sip:user:password@` are replaced, and so is the value of each
+    `name=value` after a `?`, `&`, `;` or `#` whose name
+    `is_secret_parameter` matches. The whole string counts as one URI, so
+    an invalid one, with spaces in it, is masked too. The user of a SIP URI
+    is kept, because it is the dialled number or name.
+    """
+    uri = _URL_USERINFO.sub(rf"\1{REDACTED}@", uri)
+    uri = _SIP_PASSWORD.sub(rf"\1{REDACTED}@", uri)
+    if "=" not in uri:
+        return uri
+    return _URI_PARAMETER.sub(_redact_parameter, uri)
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    separator, name, _ = match.groups()
+    if not is_secret_parameter(name):
+        return match.group()
+    return f"{separator}{name}={REDACTED}"
 
 
 def redact_url(url: str) -> str:
@@ -133,9 +204,9 @@ def redact_url(url: str) -> str:
 
     The password of `user:password@` is replaced, and so is a user name
     with no password, because a token is often sent that way. So is the
-    value of each query parameter whose name `is_secret_key` matches, such
-    as `token` or `api_key`. A string that does not parse as a URL with a
-    scheme and a host is returned as it is.
+    value of each query parameter whose name `is_secret_parameter`
+    matches, such as `token`, `api_key` or `sig`. A string that does not
+    parse as a URL with a scheme and a host is returned as it is.
     """
     try:
         parts = urlsplit(url)
@@ -166,7 +237,7 @@ def _redact_query(query: str) -> str:
     fields = []
     for field in query.split("&"):
         name, equals, _ = field.partition("=")
-        if equals and is_secret_key(unquote_plus(name)):
+        if equals and is_secret_parameter(name):
             field = f"{name}={REDACTED}"
         fields.append(field)
     return "&".join(fields)
@@ -180,7 +251,11 @@ def _may_hold_credential(text: str) -> bool:
             or "bearer" in lowered
             or "basic" in lowered
             or "digest" in lowered
-            or "://" in lowered
+            # Each URI mark has a colon, so most ids and names skip the three.
+            or (
+                ":" in text
+                and ("://" in text or "sip:" in lowered or "sips:" in lowered)
+            )
         )
     return _MAY_HOLD_CREDENTIAL.search(text) is not None
 
@@ -272,12 +347,15 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
         structlog.processors.StackInfoRenderer(),
     ]
     if not console:
-        # The console renderer formats exceptions itself.
+        # The console renderer formats exceptions itself, with
+        # `_format_redacted_traceback`.
         shared.append(structlog.processors.format_exc_info)
+    # Redaction comes after the traceback is rendered as text, because an
+    # exception's message may quote a URL with its token.
+    shared.append(redact_secrets)
 
     structlog.configure(
         processors=[*shared, renderer],
@@ -300,8 +378,18 @@ def _use_console(log_format: LogFormat, stream: TextIO) -> bool:
 
 def _renderer(console: bool, stream: TextIO) -> Processor:
     if console:
-        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        return structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=_format_redacted_traceback
+        )
     return structlog.processors.JSONRenderer()
+
+
+def _format_redacted_traceback(stream: TextIO, exc_info: ExcInfo) -> None:
+    # Always the plain formatter: colour codes of a Rich traceback could
+    # fall inside a URL and hide it from the redaction.
+    traceback = io.StringIO()
+    structlog.dev.plain_traceback(traceback, exc_info)
+    stream.write(redact_text(traceback.getvalue()))
 
 
 def _configure_stdlib_logging(

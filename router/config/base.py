@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from router.logs import redact_uri
+
 
 class ConfigModel(BaseModel):
     """Base of every config object: camelCase keys in files, snake_case in Python.
@@ -93,8 +95,11 @@ _URI_BREAKERS = re.compile(r'[\s<>"\x00-\x1f\x7f]')
 def _check_sip_uri(uri: str) -> str:
     scheme, _, rest = uri.partition(":")
     if scheme.lower() not in ("sip", "sips") or not rest or _URI_BREAKERS.search(uri):
+        # The value is masked as one URI, because `redact_text` would stop
+        # at a space that made it invalid and miss a token after it.
+        shown = redact_uri(uri)
         raise ValueError(
-            f"invalid SIP URI {uri!r}: expected sip:USER@HOST[:PORT], without"
+            f"invalid SIP URI {shown!r}: expected sip:USER@HOST[:PORT], without"
             " spaces, quotes or angle brackets"
         )
     return uri

@@ -14,17 +14,20 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
-from router.logs import is_secret_key
+from router.logs import is_secret_key, redact_text
 
 
 class ConfigError(Exception):
     """A configuration file that cannot be used, with every problem found in it.
 
     Each entry of `errors` is "path: message", or only a message for a problem
-    with the whole file. No entry contains a secret's value.
+    with the whole file. No entry contains a secret's value: the messages
+    leave out values under secret-named keys, and `redact_text` masks the
+    credentials of any URL or SIP URI that a message quotes.
     """
 
     def __init__(self, errors: list[str]) -> None:
+        errors = [redact_text(error) for error in errors]
         super().__init__("\n".join(errors))
         self.errors = errors
 
@@ -220,7 +223,9 @@ def _show(value: Any, limit: int = 60) -> str:
     if isinstance(value, bool):
         return str(value).lower()
 
-    text = repr(value)
+    # Redacted before the cut, which could leave too little of a URL for
+    # the redaction to recognise.
+    text = redact_text(repr(value))
     if len(text) > limit:
         return text[: limit - 3] + "..."
     return text

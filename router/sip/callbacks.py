@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pjsua2 as pj
 import structlog
 
+from router.logs import redact_text
 from router.sip.stack_drops import dropped_message_reason
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ class StackLogWriter(pj.LogWriter):
     def write(self, entry: pj.LogEntry) -> None:
         # Nothing may escape into C++: see guarded_callback().
         with contextlib.suppress(BaseException):
-            text = entry.msg.strip().split("\n", 1)[0][: self.MAX_CHARACTERS]
-            reason = dropped_message_reason(text)
+            first_line = entry.msg.strip().split("\n", 1)[0]
+            reason = dropped_message_reason(first_line[: self.MAX_CHARACTERS])
             if reason is not None:
                 self._on_drop(reason)
             now = time.monotonic()
@@ -81,6 +82,9 @@ class StackLogWriter(pj.LogWriter):
             if self._lines > self.LINES_PER_WINDOW:
                 self._suppressed += 1
                 return
+            # Redacted before the cut, which could leave too little of a
+            # URI for the redaction to recognise.
+            text = redact_text(first_line)[: self.MAX_CHARACTERS]
             log.warning("sip.stack_log", stack_level=entry.level, text=text)
 
 

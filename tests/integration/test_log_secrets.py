@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ADMIN_TOKEN, Daemon, phone_number
+from harness import ADMIN_TOKEN, Daemon, free_port, phone_number
 from log_scan import config_secrets, leaks
 from sipp_runner import CALLER_NUMBER, requires_sipp, run_sipp
 from webhook_server import WebhookServer
+
+from router.logs import REDACTED
 
 pytestmark = [pytest.mark.integration, requires_sipp]
 
@@ -244,3 +246,79 @@ def test_call_logs_one_summary_at_info(
     assert ended["caller"] == "+*******9876"
     assert ended["dialled"] == number
     assert ended["transport"] == "udp"
+
+
+# Secrets in the query or user information of URLs that the config or a
+# webhook reply gives the router. The first four are in the config.
+ORG_URL_TOKEN = "org-url-token-4b71d0"
+URL_PASSWORD = "url-password-c83e15"
+URL_API_KEY = "url-api-key-5f09a2"
+RUNTIME_TOKEN = "runtime-token-e2d647"
+INLINE_URL_TOKEN = "inline-url-token-17ac3b"
+DESTINATION_TOKEN = "destination-token-9a4e50"
+URL_SECRETS = (
+    ORG_URL_TOKEN,
+    URL_PASSWORD,
+    URL_API_KEY,
+    RUNTIME_TOKEN,
+    INLINE_URL_TOKEN,
+    DESTINATION_TOKEN,
+)
+
+
+def test_url_secrets_not_logged(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    webhooks: WebhookServer,
+    tmp_path: Path,
+) -> None:
+    router_config["router"]["logLevel"] = "debug"
+    router_config["org"]["server"]["url"] = (
+        webhooks.url("/webhook") + f"?token={ORG_URL_TOKEN}"
+    )
+    broken = f"hook-user:{URL_PASSWORD}@127.0.0.1:{webhooks.port}/broken"
+    phone_number(router_config, "pn-fallback")["server"]["url"] = (
+        f"http://{broken}?team=support&api_key={URL_API_KEY}"
+    )
+    router_config["router"]["runtime"]["uri"] += f";token={RUNTIME_TOKEN}"
+    router = start_router(router_config)
+
+    # Nothing listens on this port, so each status-update and report sent
+    # to the inline assistant's server fails with a transport error.
+    closed = f"http://127.0.0.1:{free_port()}/inline?token={INLINE_URL_TOKEN}"
+    assistant = {"name": "Inline", "server": {"url": closed}}
+    webhooks.reply("/webhook", {"assistant": assistant})
+    call(router, "uac-static-assistant-expect-200.xml", "+14155550101", tmp_path)
+    # The space makes the URI invalid, so the reply is rejected with an
+    # error that quotes it.
+    bad_uri = f"sip:agent@127.0.0.1?X-Token={DESTINATION_TOKEN}&X-Note=two words"
+    webhooks.reply("/webhook", {"destination": {"type": "sip", "sipUri": bad_uri}})
+    call(router, "uac-expect-480.xml", "+14155550101", tmp_path)
+    webhooks.reply("/broken", status=500)
+    call(router, "uac-expect-302.xml", "+14155550102", tmp_path)
+    router.wait_for_event("webhook.failed", type="end-of-call-report")
+    # A string where a mapping belongs makes the error quote the URL.
+    invalid = json.loads(router.config_path.read_text())
+    invalid["org"]["server"] = router_config["org"]["server"]["url"]
+    router.config_path.write_text(json.dumps(invalid))
+    status, body = post(router, "/admin/reload", ADMIN_TOKEN)
+
+    assert router.stop() == 0
+    assert status == 422
+    assert ORG_URL_TOKEN not in body
+    # The URLs were in use, so the secrets' absence means something.
+    assert webhooks.requests("/webhook")
+    assert webhooks.requests("/broken")
+    assert router.events("webhook.failed", result="transport-error")
+    # The teardown's scan finds the ones that the config holds, too.
+    assert set(URL_SECRETS[:4]) <= config_secrets(router.config)
+    log_text = router.stderr_text()
+    for secret in URL_SECRETS:
+        assert secret not in log_text, f"{secret} is in {router.stderr_path}"
+    rejected = router.wait_for_event("assistant_request.invalid_reply")
+    assert f"X-Token={REDACTED}&X-Note=two words" in rejected["detail"]
+    errors = router.wait_for_event("config.reload_rejected")["errors"]
+    assert errors == [
+        "org.server: must be a mapping, got "
+        f"'{webhooks.url('/webhook')}?token={REDACTED}'"
+    ]

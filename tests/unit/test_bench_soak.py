@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from bench.soak import _measured_json
 from bench.soak_checks import (
     MAX_RSS_GROWTH,
+    SAMPLE_MAX_CHARACTERS,
+    SAMPLES_PER_EVENT,
     RouteShare,
     check_end_of_call_records,
     check_final_responses,
@@ -26,6 +29,7 @@ from bench.soak_checks import (
     scan_log,
 )
 from bench.webhook_server import MessageCounts
+from router.logs import REDACTED
 
 MB = 1024 * 1024
 
@@ -287,6 +291,95 @@ def test_log_check_fails_unexpected_event() -> None:
     assert "call.start.error-runtime-rejected" in check["measured"]
 
 
+def test_scan_log_keeps_unexpected_samples() -> None:
+    lines = [
+        log_line(
+            "call.route_failed",
+            "warning",
+            attempt=attempt,
+            detail="POST http://127.0.0.1:9000/hook?token=soak-token-1 failed",
+            password="soak-password-1",
+        )
+        for attempt in range(SAMPLES_PER_EVENT + 2)
+    ]
+    lines += [
+        log_line("sip.invite_rejected_by_stack", "warning", status=486),
+        log_line("call.state", "debug", state="ringing"),
+        log_line("webhook.failed", "warning", detail="server answered HTTP 500"),
+    ]
+
+    samples = scan_log(lines)["samples"]
+
+    assert sorted(samples) == ["call.route_failed", "webhook.failed"]
+    route_failed = [json.loads(text) for text in samples["call.route_failed"]]
+    attempts = [event["attempt"] for event in route_failed]
+    assert attempts == list(range(SAMPLES_PER_EVENT))
+    detail = route_failed[0]["detail"]
+    assert detail == f"POST http://127.0.0.1:9000/hook?token={REDACTED} failed"
+    assert route_failed[0]["password"] == REDACTED
+    assert "soak-token-1" not in json.dumps(samples)
+    assert "soak-password-1" not in json.dumps(samples)
+    assert json.loads(samples["webhook.failed"][0])["detail"] == (
+        "server answered HTTP 500"
+    )
+
+
+def test_scan_log_samples_named_by_ended_reason() -> None:
+    scan = scan_log(
+        [
+            log_line(
+                "call.ended",
+                "warning",
+                ended_reason="call.start.error-runtime-rejected",
+            ),
+            log_line(
+                "call.ended",
+                "warning",
+                ended_reason="call.start.error-get-phone-number",
+            ),
+        ]
+    )
+
+    assert list(scan["samples"]) == ["call.ended call.start.error-runtime-rejected"]
+
+
+def test_scan_log_cuts_long_samples() -> None:
+    scan = scan_log(
+        [
+            log_line("sip.stack_log", "warning", text="x" * 2000),
+            "y" * 2000,
+        ]
+    )
+
+    [sample] = scan["samples"]["sip.stack_log"]
+    assert len(sample) == SAMPLE_MAX_CHARACTERS
+    assert sample.startswith('{"event": "sip.stack_log"')
+    assert scan["unparsed"] == ["y" * SAMPLE_MAX_CHARACTERS]
+
+
+def test_scan_log_redacts_unparsed_lines() -> None:
+    scan = scan_log(["ValueError: bad URL sip:agent@127.0.0.1;token=soak-token-2"])
+
+    assert scan["unparsed"] == [
+        f"ValueError: bad URL sip:agent@127.0.0.1;token={REDACTED}"
+    ]
+
+
+def test_soak_json_keeps_samples() -> None:
+    scan = scan_log([log_line("call.route_failed", "warning")])
+    measured = {
+        "routes": {},
+        "rssSamples": [],
+        "webhooks": {},
+        "logScan": scan,
+    }
+
+    log = _measured_json(measured)["log"]
+
+    assert log["samples"] == scan["samples"]
+    assert list(log["samples"]) == ["call.route_failed"]
+
+
 def test_log_check_fails_on_lines_not_json() -> None:
     check = check_log_events(scan_log(["Assertion failed: free_list"]))
 
@@ -354,3 +447,20 @@ def test_render_lists_checks_and_verdict() -> None:
     assert "| route | 1 | 10 | 10 | 0 | none |" in text
     assert "`sip.invite_rejected_by_stack`: pjsua's own 486" in text
     assert "1 call.route_failed" in text
+
+
+def test_render_shows_unexpected_samples() -> None:
+    results = soak_results([{"check": "log", "measured": "x", "passed": False}])
+    sample = log_line("call.route_failed", "warning", detail="no reply")
+    results["log"]["samples"] = {"call.route_failed": [sample]}
+
+    text = render(results)
+
+    assert f"Unexpected events, the first {SAMPLES_PER_EVENT} of each:" in text
+    assert f"`call.route_failed`:\n\n```\n{sample}\n```" in text
+
+
+def test_render_without_samples_omits_section() -> None:
+    text = render(soak_results([{"check": "log", "measured": "x", "passed": True}]))
+
+    assert "Unexpected events" not in text

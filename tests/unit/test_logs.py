@@ -11,6 +11,7 @@ from router.logs import (
     REDACTED,
     configure_logging,
     is_secret_key,
+    is_secret_parameter,
     mask_number,
     redact_secrets,
     redact_url,
@@ -226,8 +227,49 @@ def test_without_secrets_drops_keys_and_secret_values():
         ),
         ("http://127.0.0.1/a?maxTokens=5", "http://127.0.0.1/a?maxTokens=5"),
         ("sip:+14155550100@127.0.0.1", "sip:+14155550100@127.0.0.1"),
+        (
+            "https://127.0.0.1/a?key=k-secret&X-Amz-Signature=s-secret",
+            "https://127.0.0.1/a?key=[redacted]&X-Amz-Signature=[redacted]",
+        ),
     ],
-    ids=["password-and-token", "lone-user", "api-key", "plain-query", "sip-uri"],
+    ids=[
+        "password-and-token",
+        "lone-user",
+        "api-key",
+        "plain-query",
+        "sip-uri",
+        "key-and-signature",
+    ],
 )
 def test_redact_url(url, expected):
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "token",
+        "access_token",
+        "X-Token",
+        "api_key",
+        "api%5Fkey",
+        "key",
+        "subscription-key",
+        "sig",
+        "X-Amz-Signature",
+        "auth",
+        "password",
+        "pass",
+        "pwd",
+        "client_secret",
+    ],
+)
+def test_is_secret_parameter_matches(name):
+    assert is_secret_parameter(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["transport", "user", "lr", "maxTokens", "page", "team", "keyword"]
+)
+def test_is_secret_parameter_ignores(name):
+    assert not is_secret_parameter(name)
