@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from router.http.openapi import openapi_document
-from router.logs import redact_url, without_secrets
+from router.logs import redact_uri, redact_url, without_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -214,10 +214,15 @@ def _jsonable(value: Any) -> Any:
 def _without_url_credentials(value: Any) -> Any:
     """Copy JSON data with the credentials in every URL string masked.
 
-    A webhook `url` may carry `user:password@` or a `?token=` parameter.
+    A webhook `url` may carry `user:password@` or a `?token=` parameter,
+    and a SIP URI a `;token=` parameter or a `user:password@`.
     """
     if isinstance(value, str):
-        return redact_url(value) if "://" in value else value
+        if "://" in value:
+            return redact_url(value)
+        if value[:4].lower() == "sip:" or value[:5].lower() == "sips:":
+            return redact_uri(value)
+        return value
     if isinstance(value, dict):
         return {key: _without_url_credentials(item) for key, item in value.items()}
     if isinstance(value, list):

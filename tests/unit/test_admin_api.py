@@ -155,6 +155,10 @@ async def test_phone_number_url_credentials_masked(tmp_path):
             "credentialId": "trunk-a",
             "number": "+14155550101",
             "server": {"url": url},
+            "fallbackDestination": {
+                "type": "sip",
+                "sipUri": "sip:agent@127.0.0.1:5090;token=sip-token-for-api-tests",
+            },
         }
     )
     path = tmp_path / "router.json"
@@ -174,9 +178,13 @@ async def test_phone_number_url_credentials_masked(tmp_path):
     assert json.loads(by_id_text)["server"]["url"] == (
         "http://bob:[redacted]@127.0.0.1:18091/hook?team=support&token=[redacted]"
     )
+    assert json.loads(by_id_text)["fallbackDestination"]["sipUri"] == (
+        "sip:agent@127.0.0.1:5090;token=[redacted]"
+    )
     for text in (by_id_text, listed_text):
         assert "url-password-for-api-tests" not in text
         assert "query-token-for-api-tests" not in text
+        assert "sip-token-for-api-tests" not in text
     assert_no_secret(listed_text)
 
 
