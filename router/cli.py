@@ -126,7 +126,7 @@ def _route(arguments: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG_ERROR
     from router.dry_run import CallInput, render_text
-    from router.logs import configure_logging
+    from router.logs import configure_logging, redact_text
 
     # Log events of the assistant-request client go to stderr, apart from
     # the decision on stdout.
@@ -139,9 +139,11 @@ def _route(arguments: argparse.Namespace) -> int:
     )
     decision = asyncio.run(_decide(config, call, not arguments.no_webhook))
     if arguments.json:
-        print(json.dumps(decision.as_json(), indent=2))
+        output = json.dumps(decision.as_json(), indent=2)
     else:
-        print(render_text(decision))
+        output = render_text(decision)
+    # URIs of the config and of the server's reply may carry a token.
+    print(redact_text(output))
     return 0
 
 

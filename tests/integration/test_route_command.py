@@ -141,6 +141,36 @@ def test_route_text_output():
     assert "verdict: hand-off" in lines
 
 
+def test_route_output_masks_uri_tokens(tmp_path):
+    data = yaml.safe_load(EXAMPLE.read_text())
+    for number in data["phoneNumbers"]:
+        for hook in number.get("hooks", []):
+            if True in hook:
+                hook["on"] = hook.pop(True)
+    data["router"]["runtime"]["uri"] = (
+        "sip:runtime@127.0.0.1:5080;token=route-runtime-secret"
+    )
+    (fallback,) = [
+        number["fallbackDestination"]
+        for number in data["phoneNumbers"]
+        if number["number"] == "+14155550102"
+    ]
+    fallback["sipUri"] = "sip:fallback@127.0.0.1:5090;token=route-fallback-secret"
+    config = tmp_path / "router.json"
+    config.write_text(json.dumps(data))
+
+    for to in ("+14155550100", "+14155550102"):
+        for options in (["--no-webhook"], ["--no-webhook", "--json"]):
+            completed = route(config, to, *options)
+            assert completed.returncode == 0, completed.stderr
+            assert "route-runtime-secret" not in completed.stdout
+            assert "route-fallback-secret" not in completed.stdout
+    decision = route_json(config, "+14155550102", "--no-webhook")
+    assert decision["verdict"]["target"] == (
+        "sip:fallback@127.0.0.1:5090;token=[redacted]"
+    )
+
+
 def test_route_invalid_config_exits_2(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("router: {unknownSetting: 1}\n")
