@@ -305,3 +305,25 @@ def test_cseq_method_mismatch_gets_pjsua_500(
     # Counted once each, by pjsua's onRejectedIncomingCall.
     assert metrics.value("cozmox_router_sip_invites_received_total") == 2
     assert_still_serving(router, tmp_path)
+
+
+def test_late_offer_reject_keeps_daemon_up(
+    router: Daemon, runtime: SippRuntime, tmp_path: Path
+) -> None:
+    port = router.sip_port
+    no_sdp = {"body": "", "drop": ("Content-Type",)}
+    cases = [
+        # Rejected inside onIncomingCall: 403 blocked, 404 unknown number,
+        # 403 from an address that no trunk lists, 483 Max-Forwards 0.
+        (Request(port, number=BLOCKED, **no_sdp).build, "127.0.0.1", 403),
+        (Request(port, number="+19999999999", **no_sdp).build, "127.0.0.1", 404),
+        (Request(port, source="127.0.0.2", **no_sdp).build, "127.0.0.2", 403),
+        (Request(port, replace=max_forwards("0"), **no_sdp).build, "127.0.0.1", 483),
+    ]
+
+    for build, source, expected in cases:
+        [exchange] = send_udp([build], port, source=source)
+        assert exchange.final == expected, exchange.statuses
+        assert router.process.poll() is None, router.stderr_text()[-2000:]
+
+    assert_still_serving(router, tmp_path)
