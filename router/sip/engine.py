@@ -28,7 +28,12 @@ from typing import Any
 import pjsua2 as pj
 import structlog
 
-from router.errors import ConcurrencyLimitReached, MessageTooLarge, final_response
+from router.errors import (
+    ConcurrencyLimitReached,
+    FinalResponse,
+    MessageTooLarge,
+    final_response,
+)
 from router.sip.accounts import TrunkAccounts
 from router.sip.callbacks import (
     RouterAccount,
@@ -645,14 +650,13 @@ class SipEngine:
         # pjsua defers a response given inside this callback until it
         # returns. Its deferred hangup() drops the extra headers (Contact,
         # Reason, Retry-After), while a deferred answer() keeps them.
-        if invite.cut:
-            # NOTE: a cut INVITE carries the stand-in offer of
-            # `accept_cut_offer()`, and answering it inside this callback made
-            # pjsua free a cloned rdata twice (an assert at shutdown in
-            # pjproject 2.15.1), so its 513 is queued instead.
-            self._ops.put(
-                lambda: self._hangup_quietly(key, response.status, response.headers)
-            )
+        if invite.cut or invite.body_bytes == 0:
+            # NOTE: answering inside this callback a cut INVITE (which carries
+            # the stand-in offer of `accept_cut_offer()`) or an INVITE without
+            # SDP made pjsua free a cloned rdata twice, and pjproject 2.15.1
+            # aborts on the assert in pjsip_rx_data_free_cloned(). Their
+            # responses are sent from the queue instead.
+            self._ops.put(lambda: self._respond_later(key, response, ring_first))
             return
         leg = self._calls[key.slot]
         leg.hanging_up = True
@@ -699,6 +703,15 @@ class SipEngine:
             return None
         call_id, found = verdict
         return found if f"{call_id}" in raw else None
+
+    def _respond_later(
+        self, key: CallKey, response: FinalResponse, ring_first: bool
+    ) -> None:
+        """Send an INVITE's immediate response from the operation queue."""
+        if ring_first:
+            with contextlib.suppress(CallGone, pj.Error):
+                self._answer_op(key, 180, None, [])
+        self._hangup_quietly(key, response.status, response.headers)
 
     def _hangup_quietly(
         self, key: CallKey, status: int, headers: list | None = None

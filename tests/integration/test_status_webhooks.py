@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from call_helpers import ANSWERED, StartRouter, ended_call, place_call
 from harness import Daemon, phone_number
+from sip_sender import Request, send_udp
 from sipp_runner import CALLER_NUMBER, SippRuntime, requires_sipp
 from webhook_server import RecordedRequest, WebhookServer
 
@@ -221,6 +222,39 @@ def test_static_redirect_reports(
         )
         == 1
     )
+
+
+def test_static_redirect_without_sdp(
+    start_router: StartRouter,
+    router_config: dict[str, Any],
+    runtime: SippRuntime,
+    webhooks: WebhookServer,
+    tmp_path: Path,
+) -> None:
+    # An INVITE without SDP gets its 180 and 302 from the operation queue,
+    # because pjsua aborts when they are sent inside onIncomingCall.
+    router_config["router"]["runtime"]["mode"] = "redirect"
+    router = start_router(router_config)
+    no_sdp = Request(
+        router.sip_port, number="+14155550100", body="", drop=("Content-Type",)
+    )
+
+    exchanges = send_udp([no_sdp.build] * 3, router.sip_port, interval_seconds=0.2)
+
+    for exchange in exchanges:
+        assert exchange.final == 302, exchange.statuses
+        assert 180 in exchange.statuses, exchange.statuses
+        assert exchange.statuses.index(180) < exchange.statuses.index(302)
+    assert router.process.poll() is None, router.stderr_text()[-2000:]
+    requests = webhooks.requests("/webhook")
+    reports = [r for r in requests if r.message["type"] == "end-of-call-report"]
+    assert len(reports) == 3
+    assert {r.message["endedReason"] for r in reports} == {
+        "call.handoff.transferred-to-runtime"
+    }
+    # A call with SDP still routes afterwards.
+    result = place_call(router, "uac-expect-302.xml", "+14155550100", tmp_path)
+    assert result.final_status == 302
 
 
 def test_unknown_source_gets_no_webhook(
