@@ -299,8 +299,7 @@ class Router:
         if buffer is None:
             return
         self.registry.register(UdpDropCollector(buffer.inode))
-        # Linux grants twice the bytes asked for, as room for its bookkeeping.
-        if buffer.granted < buffer.requested:
+        if buffer.capped:
             log.warning(
                 "sip.udp_receive_buffer_capped",
                 requested_bytes=buffer.requested,

@@ -20,6 +20,11 @@ def _default_listen() -> list[ListenAddress]:
     return [ListenAddress(transport="udp"), ListenAddress(transport="tcp")]
 
 
+# A 64 KiB buffer has room for about 30 INVITEs of 1 kB (an estimate: the
+# kernel charges each packet its bookkeeping too).
+MIN_UDP_RECEIVE_BUFFER_BYTES = 64 * 1024
+
+
 class SipSettings(ConfigModel):
     """SIP transports and the RTP port range."""
 
@@ -35,9 +40,21 @@ class SipSettings(ConfigModel):
     rtp_port_count: int = Field(2000, ge=2)
     """Ports for RTP and RTCP, two per media stream."""
     udp_receive_buffer_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)
-    """Kernel receive buffer asked for on the UDP SIP socket; 0 keeps the
-    kernel's default. It holds INVITE bursts until the router reads them.
-    Without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`."""
+    """Kernel receive buffer asked for on the UDP SIP socket, 0 or at least
+    64 KiB. 0 keeps the kernel's default. It stores INVITE bursts until the
+    router reads them. Without CAP_NET_ADMIN the kernel caps it at
+    `net.core.rmem_max`."""
+
+    @field_validator("udp_receive_buffer_bytes")
+    @classmethod
+    def _check_receive_buffer(cls, size: int) -> int:
+        if 0 < size < MIN_UDP_RECEIVE_BUFFER_BYTES:
+            raise ValueError(
+                f"{size} bytes is too small for a burst of INVITEs; give at "
+                f"least {MIN_UDP_RECEIVE_BUFFER_BYTES}, or 0 for the kernel's "
+                "default"
+            )
+        return size
 
     @field_validator("rtp_port_count")
     @classmethod

@@ -5,7 +5,7 @@ pjsip leaves its UDP socket with the kernel's default receive buffer
 hundred INVITEs (an estimate: the kernel also charges each packet its
 bookkeeping). When a burst arrives faster than the owner thread reads, for
 example when a carrier fails its traffic over to this router, the kernel
-drops the rest of the burst before pjsip sees it, and nothing in pjsip's
+drops the rest of the burst before pjsip reads it, and nothing in pjsip's
 log says so. The router therefore asks for a larger buffer once the
 socket is bound, and reads the kernel's count of dropped packets from
 `/proc/net/udp` for its metrics.
@@ -45,6 +45,15 @@ class ReceiveBuffer:
     """Bytes that SO_RCVBUF reports, which Linux sets to twice the request."""
     inode: int
     """Identifies the socket in /proc/net/udp."""
+
+    @property
+    def capped(self) -> bool:
+        """True when the kernel set less than the requested size.
+
+        Linux reports twice the size it set, so a buffer of the full
+        requested size reads back as `2 * requested`.
+        """
+        return self.granted < 2 * self.requested
 
 
 def set_receive_buffer(host: str, port: int, size: int) -> ReceiveBuffer | None:

@@ -554,6 +554,18 @@ BAD_FILES = [
         "go past 65535",
     ),
     (
+        "udp-receive-buffer-tiny",
+        config_text(number(), head="router: {sip: {udpReceiveBufferBytes: 1}}"),
+        "router.sip.udpReceiveBufferBytes",
+        "least 65536, or 0 for",
+    ),
+    (
+        "udp-receive-buffer-negative",
+        config_text(number(), head="router: {sip: {udpReceiveBufferBytes: -1}}"),
+        "router.sip.udpReceiveBufferBytes",
+        "must be at least 0, got -1",
+    ),
+    (
         "log-format-unknown",
         config_text(number(), head="router: {logFormat: xml}"),
         "router.logFormat",

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.sip.udp_buffer import (
+    ReceiveBuffer,
     UdpDropCollector,
     kernel_drops,
     set_receive_buffer,
@@ -99,3 +100,20 @@ def test_reads_the_drops_column_of_the_table(tmp_path: Path) -> None:
     )
     assert kernel_drops(4242, [table]) == 17
     assert kernel_drops(4243, [table]) is None
+
+
+@pytest.mark.parametrize(
+    ("requested", "granted", "capped"),
+    [
+        (4 << 20, 8 << 20, False),
+        (4 << 20, 4 << 20, True),
+        # Debian's default net.core.rmem_max of 212992 caps 300 kB.
+        (300_000, 425_984, True),
+        (0, 212_992, False),
+    ],
+)
+def test_capped_compares_with_twice_the_request(
+    requested: int, granted: int, capped: bool
+) -> None:
+    buffer = ReceiveBuffer(requested=requested, granted=granted, inode=1)
+    assert buffer.capped is capped
