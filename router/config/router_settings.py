@@ -39,11 +39,12 @@ class SipSettings(ConfigModel):
     # Declared after rtp_port_start, which its validator reads.
     rtp_port_count: int = Field(2000, ge=2)
     """Ports for RTP and RTCP, two per media stream."""
-    udp_receive_buffer_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)
+    udp_receive_buffer_bytes: int = Field(0, ge=0, le=1024**3)
     """Kernel receive buffer asked for on the UDP SIP socket, 0 or at least
-    64 KiB. 0 keeps the kernel's default. It stores INVITE bursts until the
-    router reads them. Without CAP_NET_ADMIN the kernel caps it at
-    `net.core.rmem_max`."""
+    64 KiB. 0, the default, keeps the kernel's `net.core.rmem_default`.
+    A larger buffer stores longer INVITE bursts, but under sustained
+    overload each INVITE also waits longer in it. Without CAP_NET_ADMIN
+    the kernel caps it at `net.core.rmem_max`."""
 
     @field_validator("udp_receive_buffer_bytes")
     @classmethod

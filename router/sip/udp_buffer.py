@@ -6,9 +6,10 @@ hundred INVITEs (an estimate: the kernel also charges each packet its
 bookkeeping). When a burst arrives faster than the owner thread reads, for
 example when a carrier fails its traffic over to this router, the kernel
 drops the rest of the burst before pjsip reads it, and nothing in pjsip's
-log says so. The router therefore asks for a larger buffer once the
-socket is bound, and reads the kernel's count of dropped packets from
-`/proc/net/udp` for its metrics.
+log says so. The router reads the kernel's count of dropped packets from
+`/proc/net/udp` for its metrics, and asks for a larger buffer once the
+socket is bound when the config sets one. A large buffer is not free:
+under sustained overload every INVITE waits longer in it.
 
 pjsua2 gives no access to the socket, so the router finds it among the
 process's open files by its bound address.

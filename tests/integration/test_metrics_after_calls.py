@@ -59,5 +59,8 @@ def test_metrics_count_a_mix_of_calls(
     assert value("sip_call_slots", state="max") == max_calls
     assert value("config_last_reload_successful") == 1
     assert value("config_reloads_total") == 0
+    # Exported with the kernel's default buffer too; four calls drop nothing.
+    assert metrics.labels("cozmox_router_sip_udp_receive_drops_total") == [{}]
+    assert value("sip_udp_receive_drops_total") == 0
     assert metrics.value("process_resident_memory_bytes") > 0
     assert metrics.value("process_cpu_seconds_total") > 0
