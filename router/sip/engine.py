@@ -296,6 +296,13 @@ class SipEngine:
             host = "127.0.0.1"
         config = pj.AccountConfig()
         config.idUri = f"sip:router@{host}:{first.port}"
+        if len(self.bound) == 1 and first.transport == "tcp":
+            # pjsua builds a dialog's Contact for the transport that the
+            # caller's Contact names, UDP when it names none, and sends
+            # 500 when no such transport is bound. A TCP-only router
+            # therefore states its Contact.
+            name = self._trunk_accounts.transport_names["tcp"]
+            config.sipConfig.contactForced = f"<sip:router@{name};transport=tcp>"
         config.mediaConfig.useLoopMedTp = loop_media
         self._configure_media(config)
         account = RouterAccount(self)

@@ -7,7 +7,9 @@ docs/hostile-input.md lists the same cases with the responses seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from call_helpers import ANSWERED, place_call
@@ -327,3 +329,28 @@ def test_late_offer_reject_keeps_daemon_up(
         assert router.process.poll() is None, router.stderr_text()[-2000:]
 
     assert_still_serving(router, tmp_path)
+
+
+def test_tcp_only_router_answers_udp_contact(
+    start_router: Callable[..., Daemon],
+    router_config: dict[str, Any],
+    runtime: SippRuntime,
+) -> None:
+    # The callers' Contact names no transport, so it means UDP, which a
+    # TCP-only router does not listen on. pjsua answered these with 500.
+    port = router_config["router"]["sip"]["listen"][0]["port"]
+    router_config["router"]["sip"]["listen"] = [
+        {"transport": "tcp", "host": "127.0.0.1", "port": port}
+    ]
+    router_config["router"]["runtime"]["mode"] = "redirect"
+    router = start_router(router_config)
+    cases = [(BLOCKED, 403), ("+19999999999", 404), (STATIC, 302)]
+
+    for number, expected in cases:
+        request = Request(port, number=number, transport="TCP")
+        exchange = send_tcp(request.build, port, wait_seconds=2.0)
+        assert exchange.final == expected, exchange.statuses
+
+    metrics = router.metrics()
+    assert metrics.value("cozmox_router_sip_invites_rejected_total", status="500") == 0
+    assert router.process.poll() is None, router.stderr_text()[-3000:]
