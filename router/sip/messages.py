@@ -38,6 +38,20 @@ class MalformedRequest(ValueError):
     """The request cannot be read: no request line or no header block."""
 
 
+def _clamped_number(value: str | None, maximum: int) -> int | None:
+    """Return a header's decimal value, at most `maximum`; None if not digits.
+
+    Leading zeros are read, and a value with more digits than `maximum` is
+    clamped before int() could meet a huge string.
+    """
+    if value is None or not _DIGITS.fullmatch(value.strip()):
+        return None
+    digits = value.strip().lstrip("0") or "0"
+    if len(digits) > len(str(maximum)):
+        return maximum
+    return min(int(digits), maximum)
+
+
 @dataclass(frozen=True)
 class SipRequest:
     """A request as text: its request line, headers in order and body."""
@@ -71,25 +85,15 @@ class SipRequest:
         both are read here too, and a huge value is clamped to
         `MAX_CONTENT_LENGTH`.
         """
-        value = self.header("content-length")
-        if value is None or not _DIGITS.fullmatch(value.strip()):
-            return None
-        digits = value.strip().lstrip("0") or "0"
-        if len(digits) > len(str(MAX_CONTENT_LENGTH)):
-            return MAX_CONTENT_LENGTH
-        return min(int(digits), MAX_CONTENT_LENGTH)
+        return _clamped_number(self.header("content-length"), MAX_CONTENT_LENGTH)
 
     def max_forwards(self) -> int | None:
-        """Return Max-Forwards as an int, or None when absent or invalid."""
-        value = self.header("max-forwards")
-        if value is None or not _DIGITS.fullmatch(value.strip()):
-            return None
-        # RFC 3261 section 20.22 gives the range 0 to 255, so a larger
-        # value is clamped to 255 before int() could meet a huge string.
-        digits = value.strip().lstrip("0") or "0"
-        if len(digits) > 3:
-            return MAX_FORWARDS
-        return min(int(digits), MAX_FORWARDS)
+        """Return Max-Forwards as an int, or None when absent or invalid.
+
+        RFC 3261 section 20.22 gives the range 0 to 255, so a larger value
+        is clamped to `MAX_FORWARDS`.
+        """
+        return _clamped_number(self.header("max-forwards"), MAX_FORWARDS)
 
     @property
     def truncated(self) -> bool:
