@@ -103,6 +103,8 @@ def _is_secret_name(key: str) -> bool:
     return normalized.endswith(_SECRET_KEY_SUFFIXES)
 
 
+# Percent-encoded names are decoded first, so `api%5Fkey` matches too.
+@functools.lru_cache(maxsize=1024)
 def is_secret_parameter(name: str) -> bool:
     """Return whether a URL query or SIP URI parameter is named like a credential.
 
@@ -110,17 +112,8 @@ def is_secret_parameter(name: str) -> bool:
     sig, signature, auth, pass or pwd match, such as `key`, `sig` and
     `X-Amz-Signature`.
     """
-    return _is_secret_parameter_name(name)
-
-
-# Percent-encoded names are decoded first, so `api%5Fkey` matches too.
-@functools.lru_cache(maxsize=1024)
-def _is_secret_parameter_name(name: str) -> bool:
-    decoded = unquote_plus(name)
-    if _is_secret_name(decoded):
-        return True
-    normalized = _NON_ALPHANUMERIC.sub("", decoded.lower())
-    return normalized.endswith(_SECRET_PARAMETER_SUFFIXES)
+    normalized = _NON_ALPHANUMERIC.sub("", unquote_plus(name).lower())
+    return normalized.endswith(_SECRET_KEY_SUFFIXES + _SECRET_PARAMETER_SUFFIXES)
 
 
 def _redact_value(value: Any) -> Any:
