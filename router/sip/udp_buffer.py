@@ -5,9 +5,9 @@ pjsip leaves its UDP socket with the kernel's default receive buffer
 hundred INVITEs (an estimate: the kernel also charges each packet its
 bookkeeping). When a burst arrives faster than the owner thread reads, for
 example when a carrier fails its traffic over to this router, the kernel
-drops the rest of the burst before pjsip reads it, and nothing in pjsip's
-log says so. The router reads the kernel's count of dropped packets from
-`/proc/net/udp` for its metrics, and asks for a larger buffer once the
+drops the rest of the burst before pjsip reads it, and pjsip logs
+nothing about it. The router reads the kernel's count of dropped packets from
+`/proc/net/udp` for its metrics, and requests a larger buffer once the
 socket is bound when the config sets one. A large buffer is not free:
 under sustained overload every INVITE waits longer in it.
 
@@ -134,7 +134,7 @@ def kernel_drops(inode: int, tables: Iterable[Path] = PROC_TABLES) -> int | None
     None when the socket is in neither table (it is closed, or /proc is
     missing).
     """
-    wanted = str(inode)
+    inode_text = str(inode)
     for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -142,7 +142,7 @@ def kernel_drops(inode: int, tables: Iterable[Path] = PROC_TABLES) -> int | None
             continue
         for line in lines:
             columns = line.split()
-            if len(columns) > DROPS_COLUMN and columns[INODE_COLUMN] == wanted:
+            if len(columns) > DROPS_COLUMN and columns[INODE_COLUMN] == inode_text:
                 return int(columns[DROPS_COLUMN])
     return None
 

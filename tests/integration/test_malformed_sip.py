@@ -337,7 +337,7 @@ def test_tcp_only_router_answers_udp_contact(
     runtime: SippRuntime,
 ) -> None:
     # The callers' Contact names no transport, so it means UDP, which a
-    # TCP-only router does not listen on. pjsua answered these with 500.
+    # TCP-only router does not listen on. pjsua sent 500 to these.
     port = router_config["router"]["sip"]["listen"][0]["port"]
     router_config["router"]["sip"]["listen"] = [
         {"transport": "tcp", "host": "127.0.0.1", "port": port}

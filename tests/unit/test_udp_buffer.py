@@ -35,7 +35,7 @@ def fill(receiver: socket.socket, packets: int) -> None:
             sender.sendto(b"x" * 500, receiver.getsockname())
 
 
-def test_finds_the_socket_by_address_and_sets_its_buffer(
+def test_sets_buffer_of_bound_socket(
     receiver: socket.socket,
 ) -> None:
     host, port = receiver.getsockname()
