@@ -90,6 +90,18 @@ def test_keep_restart_only_settings_keeps_listen_and_http():
     assert kept.router.http.admin_token.get_secret_value() == "t"
 
 
+def test_keep_restart_only_settings_keeps_udp_buffer():
+    old = validated(config_data())
+    data = config_data()
+    data["router"]["sip"]["udpReceiveBufferBytes"] = 1 << 20
+    new = validated(data)
+
+    kept, changed = keep_restart_only_settings(old, new)
+
+    assert changed == ["router.sip.udpReceiveBufferBytes"]
+    assert kept.router.sip.udp_receive_buffer_bytes == 0
+
+
 def test_reload_result_json_names():
     result = ReloadResult(applied=False, errors=["a: b"])
 
